@@ -1,0 +1,35 @@
+"""clearbench: frozen CT encoders, attention-MIL protocols and leaderboards (the CLEAR recipe).
+
+The public Python API is re-exported lazily so that ``import clearbench`` stays fast: the CLI's
+``--help`` must not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+try:
+    __version__ = version("clearbench")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
+
+# name -> module that defines it; extended as parts of the API land.
+_LAZY: dict[str, str] = {
+    "Scan": "clearbench.scans.scan",
+    "Lesion": "clearbench.scans.scan",
+    "Window": "clearbench.scans.windows",
+    "apply_window": "clearbench.scans.windows",
+    "open_dataset": "clearbench.scans.registry",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'clearbench' has no attribute {name!r}")
+    return getattr(import_module(module), name)
+
+
+__all__ = ["__version__", *_LAZY]

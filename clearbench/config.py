@@ -1,0 +1,79 @@
+"""Where clearbench keeps its state, and how dataset roots are found.
+
+Everything lives under ``CLEARBENCH_HOME`` (default ``~/.clearbench``): ``config.toml``, user cards in
+``encoders/`` and ``tasks/``, and the embedded LanceDB store in ``store/``. A command-line ``--root`` or
+``--store`` always wins over the config file, so a script can be explicit without editing it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from clearbench.errors import ClearbenchError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on Python 3.10
+    import tomli as tomllib
+
+
+def home() -> Path:
+    """The clearbench home folder (``CLEARBENCH_HOME`` or ``~/.clearbench``); it may not exist yet."""
+    env = os.environ.get("CLEARBENCH_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".clearbench"
+
+
+def config_path() -> Path:
+    return home() / "config.toml"
+
+
+def load_config() -> dict[str, Any]:
+    """The parsed ``config.toml``, or an empty dict when there is none."""
+    path = config_path()
+    if not path.is_file():
+        return {}
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ClearbenchError(f"{path}: not valid TOML ({exc}); fix or remove the file") from exc
+
+
+def dataset_roots() -> dict[str, Path]:
+    """Dataset roots declared in ``config.toml`` as ``[datasets.NAME] root = "..."``."""
+    section = load_config().get("datasets", {})
+    roots: dict[str, Path] = {}
+    for name, entry in section.items():
+        root = entry.get("root") if isinstance(entry, dict) else entry
+        if isinstance(root, str):
+            roots[name] = Path(root).expanduser()
+    return roots
+
+
+def dataset_root(name: str, root: str | Path | None = None) -> Path:
+    """The root folder of dataset ``name``: ``root`` if given, else the one in ``config.toml``."""
+    if root is not None:
+        path = Path(root).expanduser()
+    else:
+        path = dataset_roots().get(name)
+        if path is None:
+            raise ClearbenchError(
+                f"no root folder for dataset '{name}': pass --root DIR, or add "
+                f'[datasets.{name}] root = "DIR" to {config_path()}'
+            )
+    if not path.is_dir():
+        raise ClearbenchError(f"{path}: dataset root for '{name}' is not a folder")
+    return path
+
+
+def store_path(store: str | Path | None = None) -> Path:
+    """The LanceDB store folder: ``store`` if given, else ``CLEARBENCH_HOME/store``."""
+    return Path(store).expanduser() if store is not None else home() / "store"
+
+
+def user_card_dir(kind: str) -> Path:
+    """The folder of the user's own cards of one kind (``encoders`` or ``tasks``)."""
+    return home() / kind

@@ -1,0 +1,1 @@
+"""Frozen image encoders: the Encoder interface, cards, the registry, weights and one module per family."""

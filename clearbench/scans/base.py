@@ -1,0 +1,73 @@
+"""What every dataset reader provides: a cheap index of scans, and a loader for one scan.
+
+The index (:meth:`DatasetReader.records`) reads only metadata, so that resuming an embedding run or
+listing a cohort never decodes pixels it does not need. :meth:`DatasetReader.load` decodes one scan and
+raises :class:`~clearbench.errors.InputError` for a bad one; :meth:`DatasetReader.scans` turns those
+into reported problems and goes on with the rest.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from clearbench.errors import InputError
+from clearbench.scans.problems import ProblemLog
+from clearbench.scans.scan import Scan
+
+
+@dataclass
+class ScanRecord:
+    """One scan as the index knows it, before any pixel is read."""
+
+    scan_id: str
+    patient_id: str
+    source: Path
+    split: str | None = None
+    labels: dict[str, float | None] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class DatasetReader(ABC):
+    """A dataset on disk in one known layout. Subclasses set ``name`` and ``summary``."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    # The scan-level label columns this dataset provides (tasks choose among them).
+    label_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, root: str | Path, problems: ProblemLog | None = None) -> None:
+        self.root = Path(root)
+        self.problems = problems if problems is not None else ProblemLog()
+        self._records: list[ScanRecord] | None = None
+
+    def records(self) -> list[ScanRecord]:
+        """The scans found under the root, sorted by ``scan_id``; indexing problems are reported once."""
+        if self._records is None:
+            self._records = sorted(self._index(), key=lambda r: r.scan_id)
+        return self._records
+
+    def record(self, scan_id: str) -> ScanRecord:
+        for rec in self.records():
+            if rec.scan_id == scan_id:
+                return rec
+        raise KeyError(f"{self.name}: no scan '{scan_id}' under {self.root}")
+
+    @abstractmethod
+    def _index(self) -> Iterable[ScanRecord]:
+        """Find the scans and their labels from metadata only."""
+
+    @abstractmethod
+    def load(self, record: ScanRecord) -> Scan:
+        """Decode one scan; raise InputError naming the file when it cannot be read."""
+
+    def scans(self, records: Iterable[ScanRecord] | None = None) -> Iterator[Scan]:
+        """Load scans one by one; a bad scan is reported (or raised when strict) and skipped."""
+        for rec in self.records() if records is None else records:
+            try:
+                yield self.load(rec)
+            except InputError as exc:
+                self.problems.report(exc.path, exc.reason, scan_id=rec.scan_id)
