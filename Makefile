@@ -1,24 +1,33 @@
 # Two entry points, both safe on a fresh machine: they create .venv when missing and install the project.
+#   make demo   the pipeline on a built-in synthetic cohort (core install)
+#   make test   the test suite (core install plus the dev, merlin and sam2 extras and the example plugin)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.clearbench-installed
+CORE := $(VENV)/.clearbench-core
+TEST := $(VENV)/.clearbench-test
 DEMO_DIR ?= .demo
 
-.PHONY: demo test install bench clean
+.PHONY: demo test clean
 
-$(STAMP): pyproject.toml tests/plugin/pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]' -e tests/plugin
-	touch $(STAMP)
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip 'setuptools>=70.1'
 
-install: $(STAMP)
+$(CORE): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $@
 
-demo: $(STAMP)
+# sam2 is an sdist whose build imports torch: build it against the torch just installed, without CUDA.
+$(TEST): $(CORE) tests/plugin/pyproject.toml
+	$(PY) -m pip install --quiet -e '.[dev,merlin]' -e tests/plugin
+	SAM2_BUILD_CUDA=0 $(PY) -m pip install --quiet --no-build-isolation -e '.[sam2]'
+	touch $@
+
+demo: $(CORE)
 	CLEARBENCH_HOME=$(abspath $(DEMO_DIR))/home PATH=$(abspath $(VENV))/bin:$$PATH sh scripts/demo.sh $(abspath $(DEMO_DIR))
 
-test: $(STAMP)
+test: $(TEST)
 	$(PY) -m pytest -n 2 --durations=15
 
 clean:

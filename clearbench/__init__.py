@@ -22,6 +22,18 @@ _LAZY: dict[str, str] = {
     "Window": "clearbench.scans.windows",
     "apply_window": "clearbench.scans.windows",
     "open_dataset": "clearbench.scans.registry",
+    "embed": "clearbench.embedding",
+    "EmbedSummary": "clearbench.embedding",
+    "EmbeddingStore": "clearbench.store",
+    "Bags": "clearbench.store",
+    "load_encoder": "clearbench.encoders.registry",
+    "list_cards": "clearbench.encoders.registry",
+    "get_card": "clearbench.encoders.registry",
+    "run_task": "clearbench.protocols.run",
+    "get_task": "clearbench.tasks.registry",
+    "list_tasks": "clearbench.tasks.registry",
+    "pretrain": "clearbench.pretraining",
+    "PretrainConfig": "clearbench.pretraining.config",
 }
 
 

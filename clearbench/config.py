@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from clearbench.errors import ClearbenchError
+from clearbench.errors import ClearbenchError, InputError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -30,16 +30,21 @@ def config_path() -> Path:
     return home() / "config.toml"
 
 
-def load_config() -> dict[str, Any]:
-    """The parsed ``config.toml``, or an empty dict when there is none."""
-    path = config_path()
-    if not path.is_file():
-        return {}
+def read_toml(path: Path, what: str = "file") -> dict[str, Any]:
+    """A TOML file as a dict; an unreadable or malformed file is an :class:`InputError` naming it."""
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
+    except OSError as exc:
+        raise InputError(path, f"cannot read {what} ({exc.strerror or exc})") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ClearbenchError(f"{path}: not valid TOML ({exc}); fix or remove the file") from exc
+        raise InputError(path, f"not valid TOML ({exc}); fix or remove the {what}") from None
+
+
+def load_config() -> dict[str, Any]:
+    """The parsed ``config.toml``, or an empty dict when there is none."""
+    path = config_path()
+    return read_toml(path, "config file") if path.is_file() else {}
 
 
 def dataset_roots() -> dict[str, Path]:

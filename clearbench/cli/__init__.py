@@ -26,6 +26,14 @@ app = typer.Typer(
 # Command modules, in the order their commands appear in --help.
 _COMMAND_MODULES = (
     "doctor",
+    "synth",
+    "scans",
+    "encoders",
+    "embed",
+    "store",
+    "tasks",
+    "run",
+    "pretrain",
 )
 
 

@@ -1,0 +1,87 @@
+"""``clearbench embed``: embed a dataset with a frozen encoder into the store (resumable; torchrun-aware)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from clearbench.cli.common import err_console, print_json_line, print_problem
+
+
+def embed(
+    encoder: str = typer.Option(..., "--encoder", "-e", help="Encoder card name (see: clearbench encoders)."),
+    dataset: str = typer.Option(
+        ..., "--dataset", "-d", help="Dataset name: deeplesion, radchest, nsclc, dicom, nifti or a plugin's."
+    ),
+    root: Path | None = typer.Option(
+        None, "--root", help="Dataset folder (default: the root set in CLEARBENCH_HOME/config.toml)."
+    ),
+    windows: str | None = typer.Option(
+        None, "--windows", "-w",
+        help="Comma-separated HU windows, e.g. abdomen,lung or name:lo:hi "
+        "(default: deeplesion abdomen,lung; radchest and nsclc lung).",
+    ),
+    batch_size: int = typer.Option(
+        64, "--batch-size", "-b", min=1, help="Slices per encoder batch (batches run across scans)."
+    ),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: this rank's GPU if any, else cpu)."),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="Threads decoding scans ahead of the encoder (default: one per core, up to 8)."
+    ),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Embed only the first N scans of the dataset (by scan id)."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first bad scan instead of skipping it."),
+    store: Path | None = typer.Option(None, "--store", help="Store folder (default: CLEARBENCH_HOME/store)."),
+    table: str | None = typer.Option(None, "--table", help="Table name (default: DATASET__ENCODER)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete the table first and embed everything again."),
+    trust_checkpoint: bool = typer.Option(
+        False, "--trust-checkpoint", help="Allow a checkpoint that needs pickle to load (only for files you trust)."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+) -> None:
+    """Embed every scan of a dataset, slice by slice in each window, into a LanceDB table.
+
+    A restarted run skips the scans already stored. Bad scans are reported on stderr, one line each, and skipped.
+    Several processes: torchrun --nproc-per-node N -m clearbench embed ... (each rank takes a share of the scans).
+    """
+    from clearbench.embedding import embed as run_embed
+    from clearbench.embedding.distributed import env_rank
+    from clearbench.scans.problems import Problem, ProblemLog
+
+    def show(problem: Problem) -> None:
+        if not (strict and problem.severity == "error"):  # a strict error is raised, and printed once, by the CLI
+            print_problem(problem)
+
+    summary = run_embed(
+        encoder,
+        dataset,
+        root=root,
+        windows=windows,
+        batch_size=batch_size,
+        device=device,
+        workers=workers,
+        limit=limit,
+        strict=strict,
+        store=store,
+        table=table,
+        overwrite=overwrite,
+        progress=not json_out,
+        trust_checkpoint=trust_checkpoint,
+        problems=ProblemLog(strict=strict, on_problem=show),
+    )
+    if env_rank() != 0:
+        return
+    if json_out:
+        print_json_line(summary.to_dict())
+        return
+    ranks = f" on {summary.world_size} processes" if summary.world_size > 1 else ""
+    err_console.print(
+        f"{summary.table}: {summary.scans_done} scan(s) embedded ({summary.slices_embedded} rows, "
+        f"{summary.slices_per_s:.1f}/s{ranks}), {summary.scans_skipped} already stored, "
+        f"{summary.scans_failed} failed, of {summary.scans_total} [dim]({summary.store})[/]",
+        highlight=False,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("embed")(embed)

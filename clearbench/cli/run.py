@@ -1,0 +1,170 @@
+"""``clearbench run TASK``: train and evaluate a task on stored embeddings, with live progress and a summary."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from clearbench.cli.common import console, err_console, print_json_line, print_problem
+
+if TYPE_CHECKING:
+    from clearbench.mil.train import EpochInfo
+    from clearbench.protocols.metrics import FoldScores, Summary
+    from clearbench.protocols.run import EncoderRun
+
+
+class RichRunProgress:
+    """Two bars per encoder: folds done, and epochs of the fold in training with its losses."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.folds: TaskID | None = None
+        self.epochs: TaskID | None = None
+        self.max_epochs = 0
+        self.label = ""
+
+    def encoder_started(self, task: str, encoder: str, n_folds: int, reused: Sequence[int], max_epochs: int) -> None:
+        for bar in (self.folds, self.epochs):
+            if bar is not None:
+                self.progress.remove_task(bar)
+        self.label = f"{task} · {encoder}"
+        self.max_epochs = max_epochs
+        info = f"reusing finished folds {', '.join(map(str, reused))}" if reused else ""
+        self.folds = self.progress.add_task(f"{self.label}: folds", total=n_folds, info=info)
+        self.epochs = self.progress.add_task("  epochs", total=max_epochs, info="", visible=False)
+
+    def fold_started(self, fold: int) -> None:
+        assert self.epochs is not None
+        self.progress.reset(self.epochs, total=self.max_epochs, description=f"  fold {fold}: epochs", visible=True, info="")
+
+    def epoch_done(self, fold: int, info: "EpochInfo") -> None:
+        assert self.epochs is not None
+        self.progress.update(
+            self.epochs,
+            completed=info.epoch + 1,
+            info=f"train {info.train_loss:.4f}  val {info.val_loss:.4f}  best epoch {info.best_epoch + 1}",
+        )
+
+    def fold_done(self, fold: int, scores: "FoldScores", reused: bool) -> None:
+        assert self.folds is not None and self.epochs is not None
+        auc = scores.values["auc"]["macro"]
+        self.progress.advance(self.folds)
+        self.progress.update(self.folds, info=f"fold {fold} test macro AUC {_pct(auc)}{' (reused)' if reused else ''}")
+        if not reused:
+            self.progress.update(self.epochs, visible=False)
+
+
+def _pct(x: float) -> str:
+    return "undefined" if x != x else f"{100 * x:.1f}"
+
+
+def _cell(s: "Summary", n_folds: int) -> str:
+    if not s.defined:
+        return "[dim]undefined[/]"
+    text = f"{100 * s.mean:.1f} ± {100 * s.std:.1f}"
+    return text + (f" [dim](n={s.n})[/]" if s.n < n_folds else "")
+
+
+def summary_table(r: "EncoderRun") -> Table:
+    """Rows are labels and the macro average; cells are mean ± std over folds in percent, like the paper.
+
+    The columns are the metrics the task card asks for (all three are computed and stored regardless).
+    """
+    from clearbench.protocols.metrics import MACRO
+
+    table = Table(
+        title=f"[bold]{r.task} · {r.encoder}[/]  {r.head}, {len(r.folds)} folds, {r.n_scans} scans, {r.n_patients} patients",
+        title_justify="left",
+        caption=f"test set, % mean ± std over folds\nrun {r.run_id}",
+        caption_justify="left",
+    )
+    table.add_column("label")
+    for m in r.metrics:
+        table.add_column(m.upper(), justify="right")
+    for name in [*r.labels, MACRO]:
+        cells = [_cell(r.summary[m][name], len(r.folds)) for m in r.metrics]
+        table.add_row(f"[bold]{name}[/]" if name == MACRO else name, *cells, end_section=name == r.labels[-1])
+    return table
+
+
+def run(
+    task: str = typer.Argument(..., help="Task name (see clearbench tasks) or a task card .toml file."),
+    encoder: Optional[list[str]] = typer.Option(
+        None, "--encoder", "-e", help="Encoder to evaluate (repeatable); default: every encoder with embeddings of the task's dataset."
+    ),
+    root: Optional[Path] = typer.Option(None, "--root", help="Dataset root for the labels (default: config.toml, else the root used at embed time)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for the splits and training (default: the task card's)."),
+    rerun: bool = typer.Option(False, "--rerun", help="Retrain every fold, even those finished under the same configuration."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Maximum epochs (default: the task card's, 32)."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N, or auto."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, help="CPU threads for training (default: torch's); 1 is fastest on a busy machine."
+    ),
+    store: Optional[Path] = typer.Option(None, "--store", help="The LanceDB store (default: CLEARBENCH_HOME/store)."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first bad input instead of reporting it and going on."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON summary per encoder instead of tables."),
+) -> None:
+    """Train and evaluate TASK on stored embeddings; results go to the store, a summary to the terminal."""
+    from clearbench.protocols.run import exclusion_lines, group_exclusions, run_task
+    from clearbench.scans.problems import ProblemLog
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    problems = ProblemLog(strict=strict, on_problem=print_problem)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+    )
+    with Progress(*columns, console=err_console, transient=False, disable=json_out) as progress:
+        results = run_task(
+            task,
+            encoder or None,
+            root=root,
+            seed=seed,
+            rerun=rerun,
+            epochs=epochs,
+            device=device,
+            store=store,
+            progress=RichRunProgress(progress),
+            problems=problems,
+        )
+    noted: set[str] = set()
+    for r in results:
+        if json_out:
+            print_json_line(
+                {
+                    "task": r.task,
+                    "encoder": r.encoder,
+                    "run_id": r.run_id,
+                    "config_hash": r.config_hash,
+                    "n_scans": r.n_scans,
+                    "n_excluded": len(r.excluded),
+                    "excluded_by_reason": {reason: len(ids) for reason, ids in group_exclusions(r.excluded).items()},
+                    "folds_reused": r.reused,
+                    "summary": r.summary_dict(),
+                }
+            )
+            continue
+        for line in exclusion_lines(r.excluded):
+            if line not in noted:
+                noted.add(line)
+                err_console.print(f"[yellow]note:[/] {line}", soft_wrap=True, highlight=False)
+        if r.reused:
+            err_console.print(
+                f"{r.task} · {r.encoder}: reused finished folds {', '.join(map(str, r.reused))} (pass --rerun to retrain them)"
+            )
+        console.print(summary_table(r))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)

@@ -1,0 +1,48 @@
+"""``clearbench synth``: write a synthetic cohort in a dataset's real on-disk layout."""
+
+from __future__ import annotations
+
+import inspect
+from enum import Enum
+from importlib import import_module
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from clearbench.cli.common import console, err_console
+
+
+class SynthDataset(str, Enum):
+    deeplesion = "deeplesion"
+    radchest = "radchest"
+    nsclc = "nsclc"
+
+
+def synth(
+    dataset: SynthDataset = typer.Argument(..., help="Which layout to write."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the cohort into (created; must not hold one)."),
+    scans: int = typer.Option(40, "--scans", min=1, help="Number of scans (DeepLesion: series folders)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed writes byte-identical files."),
+    size: int = typer.Option(64, "--size", min=32, help="In-plane size of every slice, in pixels."),
+) -> None:
+    """Write a synthetic DeepLesion, RAD-ChestCT or NSCLC-Radiomics cohort of phantom CTs."""
+    write_cohort = import_module(f"clearbench.scans.synth.{dataset.value}").write_cohort
+    accepts_progress = "progress" in inspect.signature(write_cohort).parameters
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task(f"writing {dataset.value}", total=scans if accepts_progress else None)
+        if accepts_progress:
+            root = write_cohort(out, scans, seed, size=size, progress=lambda n: bar.advance(task, n))
+        else:
+            root = write_cohort(out, scans, seed, size=size)
+    console.print(
+        f"wrote {scans} synthetic {dataset.value} scan(s) to {escape(str(root))}\n"
+        f"next: clearbench scans --dataset {dataset.value} --root {escape(str(root))}",
+        soft_wrap=True,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("synth")(synth)

@@ -1,0 +1,230 @@
+"""The contract an encoder family implements, and how families are registered.
+
+A *family* is the code for one architecture (MambaOut, VMamba, CT-CLIP ...). A *card* (``encoders/*.toml``)
+points a family at weights and parameters. The registry (:mod:`clearbench.encoders.registry`) reads the card,
+then drives the family through these steps, in this order::
+
+    family.require_extra()                                 # MissingExtraError when its backend is absent
+    params = family.resolve_params(card.params)            # defaults + card; unknown names are an error
+    prep   = family.resolve_preprocessing(card.preprocessing)
+    # with weights:
+    sd     = weights.read_state_dict(path)                 # torch.load(weights_only=True) + common containers
+    sd     = family.adapt_state_dict(sd, params)           # the family's prefixes, heads, key renames
+    params = family.infer_params(sd, params)               # architecture dims read from the checkpoint
+    model  = family.build(params)
+    weights.load_strict(model, sd)                         # missing/unexpected keys are an error
+    # without weights (``weights = "random"``): model = family.build(params) under seeded(seed);
+    # a family that learns nothing (``learned = False``, card ``weights = "none"``) is just built.
+    encoder = family.wrap(model, EncoderSpec(...))         # a SliceEncoder or VolumeEncoder
+
+So a family never touches files, hashes or provenance, and the registry never knows an architecture. The
+design follows scikit-learn's estimator contract: class attributes declare what a family is, a few small
+methods do one thing each, and every method has a sensible default except :meth:`Family.build` and
+:meth:`Family.wrap` (the latter is provided by :class:`clearbench.encoders.image.ImageSliceFamily` for the
+usual 2D case).
+
+Rules for a family module (``clearbench/encoders/<family>.py``):
+
+- It must import without its optional extra: import the backend inside :meth:`Family.build`, and declare
+  ``extra``/``extra_modules`` so the registry can say ``pip install 'clearbench[<extra>]'`` up front.
+- It exposes a plain function that builds the bare backbone from keyword arguments (pretraining uses it)
+  and says in its docstring which state-dict key layout that backbone loads.
+- ``build`` draws random weights from torch's global generator; the registry seeds it (see :func:`seeded`),
+  so a random-init encoder is reproducible.
+
+Registration:
+
+- Built-in families are listed in :data:`BUILTIN_FAMILIES` as ``name -> "module:Class"`` and imported only
+  when used, so listing cards does not import sam2 or build models.
+- Another package adds families and cards through the entry-point group ``clearbench.encoders``. The target
+  is either a :class:`Family` subclass, or a function taking no arguments that returns a list whose items are
+  :class:`Family` subclasses, card tables (``dict``, the TOML content) or paths to card ``.toml`` files or
+  folders of them. Plugins may add names but never replace built-in families or cards.
+
+Worked example: a family that embeds each slice with a single random convolution, in its own package::
+
+    # mypkg/encoders.py
+    from pathlib import Path
+    from torch import nn
+    from clearbench.encoders.image import ImageSliceFamily
+
+    def build_tinyconv(width: int = 16) -> nn.Module:
+        '''A conv + global average pool; loads flat keys ``conv.weight``, ``conv.bias``.'''
+        net = nn.Sequential()
+        net.add_module("conv", nn.Conv2d(3, width, 7, stride=4))
+        net.add_module("pool", nn.AdaptiveAvgPool2d(1))
+        net.add_module("flat", nn.Flatten())
+        return net
+
+    class TinyConvFamily(ImageSliceFamily):        # kind "slice", 224 px ImageNet preprocessing
+        name = "tinyconv"
+        default_params = {"width": 16}
+        heads = ("head.",)                          # dropped from checkpoints before the strict load
+
+        def build(self, params):
+            return build_tinyconv(params["width"])
+
+        def infer_params(self, state_dict, params):
+            return {**params, "width": state_dict["conv.weight"].shape[0]}
+
+        def output_dim(self, params):
+            return params["width"]
+
+    def clearbench_encoders():
+        return [TinyConvFamily, Path(__file__).parent / "cards"]
+
+    # mypkg/pyproject.toml
+    [project.entry-points."clearbench.encoders"]
+    mypkg = "mypkg.encoders:clearbench_encoders"
+
+    # mypkg/cards/tinyconv-random.toml
+    name = "tinyconv-random"
+    family = "tinyconv"
+    weights = "random:0"
+    [params]
+    width = 32
+
+after which ``clearbench.load_encoder("tinyconv-random").encode(slices)`` gives ``(n, 32)`` float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib.util import find_spec
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from clearbench.encoders.base import Encoder, Kind
+from clearbench.errors import ClearbenchError, MissingExtraError
+
+StateDict = dict[str, torch.Tensor]
+
+ENTRY_POINT_GROUP = "clearbench.encoders"
+
+# Built-in families, imported only when used: name -> "module:Class".
+BUILTIN_FAMILIES: dict[str, str] = {
+    "hu-hist": "clearbench.encoders.hu_hist:HuHistFamily",
+    "mambaout": "clearbench.encoders.mambaout:MambaOutFamily",
+    "biomedclip": "clearbench.encoders.biomedclip:BiomedCLIPFamily",
+    "vit-convb": "clearbench.encoders.vit_convb:ViTConvBFamily",
+    "vmamba": "clearbench.encoders.vmamba:VMambaFamily",
+    "ctclip": "clearbench.encoders.ctclip:CTCLIPFamily",
+    "sam2": "clearbench.encoders.sam2:SAM2Family",
+    "merlin": "clearbench.encoders.merlin:MerlinFamily",
+}
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Everything :meth:`Family.wrap` needs besides the module: resolved by the registry from the card."""
+
+    name: str
+    dim: int
+    params: dict[str, Any]
+    preprocessing: dict[str, Any]
+    device: str | torch.device = "cpu"
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+class Family(ABC):
+    """One architecture: how to build it, read its checkpoints and wrap it as an :class:`Encoder`.
+
+    Class attributes (declare them; the defaults suit a family with no extra and flat checkpoints):
+
+    - ``name``: the value of ``family`` in a card.
+    - ``kind``: ``"slice"`` (one vector per 2D slice) or ``"volume"`` (one vector per scan).
+    - ``extra`` / ``extra_modules``: the optional extra that provides the backend and the modules it
+      installs (checked with ``find_spec``, so nothing is imported to list cards).
+    - ``prefixes``: published checkpoints keep the backbone under one of these prefixes (``"visual."``); when
+      any key has one, only those keys are kept and the prefix is stripped. Tried in order.
+    - ``heads``: key prefixes (after stripping) of heads the encoder does not use; they are dropped.
+    - ``default_params`` / ``default_preprocessing``: every parameter the family accepts, with its default;
+      a card naming anything else is refused, so a typo never silently falls back to a default.
+    - ``learned``: False for a family with no weights at all (``hu-hist``); its cards say ``weights = "none"``.
+    """
+
+    name: ClassVar[str]
+    kind: ClassVar[Kind]
+    extra: ClassVar[str | None] = None
+    extra_modules: ClassVar[tuple[str, ...]] = ()
+    prefixes: ClassVar[tuple[str, ...]] = ()
+    heads: ClassVar[tuple[str, ...]] = ()
+    default_params: ClassVar[Mapping[str, Any]] = {}
+    default_preprocessing: ClassVar[Mapping[str, Any]] = {}
+    learned: ClassVar[bool] = True
+
+    # -- optional backend ------------------------------------------------------------------------------
+    def missing_extra(self) -> str | None:
+        """The extra to install when one of ``extra_modules`` is not importable, else None."""
+        if self.extra is None:
+            return None
+        return self.extra if any(find_spec(m) is None for m in self.extra_modules) else None
+
+    def require_extra(self) -> None:
+        """Raise :class:`MissingExtraError` (naming the pip command) when the backend is absent."""
+        extra = self.missing_extra()
+        if extra is not None:
+            raise MissingExtraError(extra, f"encoder family '{self.name}'")
+
+    # -- parameters and preprocessing ----------------------------------------------------------------------
+    def resolve_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The card's parameters over the family defaults; unknown names are refused."""
+        return _merge(self.default_params, params, f"family '{self.name}' parameter")
+
+    def resolve_preprocessing(self, preprocessing: Mapping[str, Any]) -> dict[str, Any]:
+        """The card's preprocessing over the family defaults; unknown names are refused."""
+        return _merge(self.default_preprocessing, preprocessing, f"family '{self.name}' preprocessing setting")
+
+    def output_dim(self, params: Mapping[str, Any]) -> int | None:
+        """The embedding dim for these resolved params; None when only a checkpoint can tell."""
+        dim = params.get("dim")
+        return int(dim) if dim is not None else None
+
+    # -- checkpoints -----------------------------------------------------------------------------------
+    def adapt_state_dict(self, state_dict: StateDict, params: Mapping[str, Any]) -> StateDict:
+        """Turn a published checkpoint (after the generic container unwrapping) into the module's keys.
+
+        The default keeps the keys under the first matching ``prefixes`` entry (prefix stripped) and drops
+        ``heads``. Override it to rename keys as well (and call ``super()`` for the prefix/head part).
+        """
+        for prefix in self.prefixes:
+            if any(k.startswith(prefix) for k in state_dict):
+                state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+                break
+        if self.heads:
+            state_dict = {k: v for k, v in state_dict.items() if not k.startswith(self.heads)}
+        return state_dict
+
+    def infer_params(self, state_dict: StateDict, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Read architecture dims from the (adapted) checkpoint where the family can; default: none."""
+        return dict(params)
+
+    # -- the module and the encoder ------------------------------------------------------------------
+    @abstractmethod
+    def build(self, params: Mapping[str, Any]) -> nn.Module:
+        """The bare backbone for resolved ``params``, randomly initialised from torch's global generator."""
+
+    @abstractmethod
+    def wrap(self, model: nn.Module, spec: EncoderSpec) -> Encoder:
+        """The module with this family's preprocessing, as a ready :class:`SliceEncoder`/:class:`VolumeEncoder`."""
+
+
+def _merge(defaults: Mapping[str, Any], given: Mapping[str, Any], what: str) -> dict[str, Any]:
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        known = ", ".join(sorted(defaults)) or "none"
+        raise ClearbenchError(f"unknown {what} {', '.join(map(repr, unknown))} (known: {known})")
+    return {**defaults, **given}
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed torch's generators for a random init, restoring the caller's RNG state afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield

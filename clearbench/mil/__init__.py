@@ -1,0 +1,1 @@
+"""Heads trained on frozen embeddings (ABMIL, MLP), bags in memory, and the training loop."""

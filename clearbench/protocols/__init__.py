@@ -1,0 +1,1 @@
+"""Evaluation protocols: patient-grouped splits, per-fold training and metrics, and whole task runs."""

@@ -1,0 +1,414 @@
+"""``run_task``: a task card, the embeddings in the store and the dataset's labels -> stored results.
+
+For each encoder with embeddings of the task's dataset, the bags are read from the store once, joined
+with the labels from the dataset reader's records, split by the card's protocol, and every fold is
+trained, evaluated and committed to the results tables before the next one starts. Folds already
+committed under the same configuration hash are reused unless ``rerun`` is set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from clearbench import __version__
+from clearbench.config import dataset_roots
+from clearbench.errors import ClearbenchError
+from clearbench.mil.data import BagSet
+from clearbench.mil.train import EpochInfo
+from clearbench.protocols.cv import FoldResult, run_fold
+from clearbench.protocols.metrics import MACRO, METRICS, FoldScores, Summary, summarise
+from clearbench.protocols.splits import Fold, make_folds
+from clearbench.scans.problems import ProblemLog
+from clearbench.scans.registry import open_dataset
+from clearbench.store import EmbeddingStore
+from clearbench.store.bags import Bags
+from clearbench.store.results import ResultsStore, now
+from clearbench.tasks.card import TaskCard
+from clearbench.tasks.labels import Exclusion, TaskLabels, task_labels
+from clearbench.tasks.registry import get_task
+
+# Provenance entries that do not change a single vector, left out of the configuration hash.
+_VOLATILE_PROVENANCE = frozenset({"created", "dataset_root"})
+
+
+class RunProgress(Protocol):
+    """What a display needs to follow a run; every method is optional to act on."""
+
+    def encoder_started(self, task: str, encoder: str, n_folds: int, reused: Sequence[int], max_epochs: int) -> None: ...
+
+    def fold_started(self, fold: int) -> None: ...
+
+    def epoch_done(self, fold: int, info: EpochInfo) -> None: ...
+
+    def fold_done(self, fold: int, scores: FoldScores, reused: bool) -> None: ...
+
+
+@dataclass
+class EncoderTable:
+    """An embedding table that holds the task's dataset, with what its provenance says about it."""
+
+    table: str
+    encoder: str
+    kind: str
+    provenance: dict[str, Any]
+
+
+@dataclass
+class EncoderRun:
+    """The outcome of one task on one encoder's embeddings."""
+
+    task: str
+    encoder: str
+    table: str
+    kind: str
+    head: str
+    run_id: str
+    config_hash: str
+    labels: list[str]
+    metrics: list[str]
+    n_scans: int
+    n_patients: int
+    folds: list[FoldScores]
+    summary: dict[str, dict[str, Summary]]
+    reused: list[int] = field(default_factory=list)
+    excluded: list[Exclusion] = field(default_factory=list)
+
+    def summary_dict(self) -> dict[str, dict[str, dict[str, float | int | None]]]:
+        return {
+            m: {
+                name: {"mean": _none_if_nan(s.mean), "std": _none_if_nan(s.std), "n": s.n}
+                for name, s in per_label.items()
+            }
+            for m, per_label in self.summary.items()
+        }
+
+
+def _none_if_nan(x: float) -> float | None:
+    return None if x != x else float(x)
+
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def encoder_tables(emb: EmbeddingStore, dataset: str, encoders: Sequence[str] | None = None) -> list[EncoderTable]:
+    """The store's embedding tables of ``dataset``, restricted to ``encoders`` when given."""
+    found: dict[str, EncoderTable] = {}
+    for name in emb.tables():
+        prov = emb.provenance(name)
+        table_dataset = prov.get("dataset") or name.split("__", 1)[0]
+        if table_dataset != dataset:
+            continue
+        encoder = prov.get("encoder") or name.split("__", 1)[-1]
+        kind = prov.get("kind") or (prov.get("card") or {}).get("kind") or "slice"
+        found.setdefault(encoder, EncoderTable(name, encoder, kind, prov))
+    if encoders:
+        missing = [e for e in encoders if e not in found]
+        if missing:
+            have = ", ".join(sorted(found)) or "none"
+            raise ClearbenchError(
+                f"no embeddings of dataset '{dataset}' for encoder(s) {', '.join(missing)} in {emb.path} "
+                f"(encoders with embeddings: {have}); run: clearbench embed --dataset {dataset} --encoder {missing[0]}"
+            )
+        return [found[e] for e in encoders]
+    if not found:
+        raise ClearbenchError(
+            f"no embeddings of dataset '{dataset}' in {emb.path}; run: clearbench embed --dataset {dataset} --encoder NAME"
+        )
+    return [found[e] for e in sorted(found)]
+
+
+def labels_root(dataset: str, root: str | Path | None, tables: Sequence[EncoderTable]) -> Path:
+    """``root`` if given, else config.toml's root for the dataset, else the root recorded at embed time."""
+    if root is not None:
+        return Path(root)
+    configured = dataset_roots().get(dataset)
+    if configured is not None:
+        return configured
+    for t in tables:
+        recorded = t.provenance.get("dataset_root")
+        if recorded:
+            return Path(recorded)
+    raise ClearbenchError(
+        f"cannot find the labels of dataset '{dataset}': pass --root DIR or set [datasets.{dataset}] root in config.toml"
+    )
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def run_config(card: TaskCard, enc: EncoderTable, seed: int, epochs: int | None, bags: BagSet) -> dict[str, Any]:
+    """Everything that determines a run's numbers, as plain data; its hash keys reusable folds."""
+    head = card.head_for(enc.kind)
+    return {
+        "task": card.to_dict(),
+        "encoder": enc.encoder,
+        "encoder_kind": enc.kind,
+        "encoder_provenance": {k: v for k, v in enc.provenance.items() if k not in _VOLATILE_PROVENANCE},
+        "head": {"head": head.head, **head.params},
+        "training": {**card.to_dict()["training"], "max_epochs": epochs or card.training.max_epochs},
+        "seed": seed,
+        "data": _hash([bags.scan_ids, bags.patient_ids, bags.targets.tolist(), bags.lengths.tolist()]),
+        "clearbench_version": __version__,
+    }
+
+
+def _bagset(bags: Bags, labels: TaskLabels) -> BagSet:
+    row = labels.index()
+    idx = np.array([row[s] for s in bags.scan_ids], dtype=np.int64)
+    patients = [labels.patient_ids[i] for i in idx]
+    return BagSet.from_arrays(bags.scan_ids, patients, bags.vectors, bags.offsets, labels.y[idx])
+
+
+def _scores_from_rows(rows: list[dict[str, Any]], labels: Sequence[str]) -> FoldScores:
+    values: dict[str, dict[str, float]] = {m: {} for m in METRICS}
+    for r in rows:
+        if r["metric"] in values:
+            values[r["metric"]][r["label"]] = float("nan") if r["value"] is None else float(r["value"])
+    return FoldScores(list(labels), values)
+
+
+def _metric_rows(common: dict[str, Any], split: str, scores: FoldScores, thresholds: np.ndarray) -> list[dict[str, Any]]:
+    rows = []
+    for m in METRICS:
+        for j, name in enumerate([*scores.labels, MACRO]):
+            v = scores.values[m][name]
+            rows.append(
+                {
+                    **common,
+                    "split": split,
+                    "label": name,
+                    "metric": m,
+                    "value": None if v != v else v,
+                    "threshold": float(thresholds[j]) if name != MACRO else None,
+                }
+            )
+    return rows
+
+
+def _store_fold(results: ResultsStore, common: dict[str, Any], bags: BagSet, raw: Bags, r: FoldResult) -> None:
+    """Commit one fold: its val and test predictions (with attention per window and slice), metrics, marker.
+
+    ``common`` holds config_hash, run_id, task, encoder and fold, the columns every row starts with.
+    """
+    window_names = np.asarray(raw.window_names, dtype=object)
+    tables = []
+    for role, idx, preds in (("val", r.fold.val, r.val), ("test", r.fold.test, r.test)):
+        starts, ends = raw.offsets[idx], raw.offsets[idx + 1]
+        windows = [window_names[raw.window[s:e]] for s, e in zip(starts, ends)]
+        slices = [raw.slice_idx[s:e] for s, e in zip(starts, ends)]
+        attention = [preds.attention_of(i) for i in range(len(idx))]
+        tables.append(
+            results.predictions_table(
+                common,
+                role,
+                preds.scan_ids,
+                [bags.patient_ids[i] for i in idx],
+                r.val_scores.labels,
+                preds.y_true,
+                preds.prob,
+                preds.prob >= r.thresholds,
+                attention,
+                windows,
+                slices,
+            )
+        )
+    fold_row = {
+        **common,
+        "seed": r.seed,
+        "stratified": r.fold.stratified,
+        "train_scan_ids": [bags.scan_ids[i] for i in r.fold.train],
+        "val_scan_ids": [bags.scan_ids[i] for i in r.fold.val],
+        "test_scan_ids": [bags.scan_ids[i] for i in r.fold.test],
+        "best_epoch": r.train.best_epoch,
+        "epochs_run": r.train.epochs_run,
+        "train_loss": r.train.train_loss,
+        "val_loss": r.train.val_loss,
+        "labels": r.val_scores.labels,
+        "thresholds": r.thresholds.tolist(),
+        "thresholds_defaulted": r.thresholds_defaulted.tolist(),
+        "seconds": r.seconds,
+    }
+    metric_rows = _metric_rows(common, "val", r.val_scores, r.thresholds) + _metric_rows(
+        common, "test", r.test_scores, r.thresholds
+    )
+    results.write_fold(fold_row, metric_rows, pa.concat_tables(tables))
+
+
+def run_encoder(
+    card: TaskCard,
+    enc: EncoderTable,
+    labels: TaskLabels,
+    emb: EmbeddingStore,
+    results: ResultsStore,
+    *,
+    seed: int,
+    rerun: bool = False,
+    epochs: int | None = None,
+    device: str = "cpu",
+    progress: RunProgress | None = None,
+) -> EncoderRun:
+    """Run ``card``'s protocol on one encoder's embeddings and commit every fold as it finishes."""
+    volume = enc.kind == "volume"
+    raw = emb.bags(table=enc.table, scan_ids=labels.scan_ids, windows=None if volume else list(card.windows))
+    excluded = list(labels.excluded)
+    if raw.missing:
+        wanted = "the embedding" if volume else f"embeddings in window(s) {', '.join(card.windows)}"
+        excluded += [Exclusion(s, f"no {wanted} in table {enc.table}") for s in raw.missing]
+    if len(raw) == 0:
+        raise ClearbenchError(
+            f"table {enc.table} has no labelled scans of task {card.name} in windows {', '.join(card.windows)}; "
+            f"embed them with: clearbench embed --dataset {card.dataset} --encoder {enc.encoder} --windows {','.join(card.windows)}"
+        )
+    bags = _bagset(raw, labels)
+    split_of = dict(zip(labels.scan_ids, labels.splits))
+    protocol = replace(card.protocol, seed=seed)
+    folds: list[Fold] = make_folds(protocol, bags.patient_ids, bags.targets.numpy(), [split_of[s] for s in bags.scan_ids])
+
+    config = run_config(card, enc, seed, epochs, bags)
+    config_hash = _hash(config)
+    if rerun:
+        results.delete_config(config_hash)
+    finished = results.finished_folds(config_hash)
+    head = card.head_for(enc.kind)
+    run_id = f"{now():%Y%m%dT%H%M%S}-{config_hash[:8]}-{uuid.uuid4().hex[:6]}"
+    results.start_run(
+        {
+            "run_id": run_id,
+            "config_hash": config_hash,
+            "task": card.name,
+            "dataset": card.dataset,
+            "encoder": enc.encoder,
+            "embedding_table": enc.table,
+            "head": head.head,
+            "seed": seed,
+            "config": json.dumps(config, sort_keys=True, default=str),
+            "encoder_provenance": json.dumps(enc.provenance, sort_keys=True, default=str),
+            "clearbench_version": __version__,
+            "device": device,
+            "n_scans": len(bags),
+            "n_patients": len(set(bags.patient_ids)),
+            "excluded": json.dumps([{"scan_id": e.scan_id, "reason": e.reason} for e in excluded]),
+        }
+    )
+    cfg = card.train_config(epochs=epochs, device=device)
+    reused = sorted(k for k in finished if k < len(folds))
+    if progress is not None:
+        progress.encoder_started(card.name, enc.encoder, len(folds), reused, cfg.max_epochs)
+    stored_rows = results.metrics(config_hash, split="test").to_pylist() if reused else []
+    scores: list[FoldScores] = []
+    for fold in folds:
+        if fold.index in finished:
+            fold_scores = _scores_from_rows([r for r in stored_rows if r["fold"] == fold.index], card.labels)
+            scores.append(fold_scores)
+            if progress is not None:
+                progress.fold_done(fold.index, fold_scores, reused=True)
+            continue
+        if progress is not None:
+            progress.fold_started(fold.index)
+        on_epoch = (lambda info, k=fold.index: progress.epoch_done(k, info)) if progress is not None else None
+        result = run_fold(bags, fold, head, cfg, card.labels, seed, on_epoch)
+        common = {"config_hash": config_hash, "run_id": run_id, "task": card.name, "encoder": enc.encoder, "fold": fold.index}
+        _store_fold(results, common, bags, raw, result)
+        scores.append(result.test_scores)
+        if progress is not None:
+            progress.fold_done(fold.index, result.test_scores, reused=False)
+    summary = summarise(scores)
+    out = EncoderRun(
+        task=card.name,
+        encoder=enc.encoder,
+        table=enc.table,
+        kind=enc.kind,
+        head=head.head,
+        run_id=run_id,
+        config_hash=config_hash,
+        labels=list(card.labels),
+        metrics=list(card.metrics),
+        n_scans=len(bags),
+        n_patients=len(set(bags.patient_ids)),
+        folds=scores,
+        summary=summary,
+        reused=reused,
+        excluded=excluded,
+    )
+    results.finish_run(run_id, "complete", out.summary_dict(), reused)
+    return out
+
+
+def run_task(
+    task: str | Path | TaskCard,
+    encoders: Sequence[str] | None = None,
+    *,
+    root: str | Path | None = None,
+    seed: int | None = None,
+    rerun: bool = False,
+    epochs: int | None = None,
+    device: str = "auto",
+    store: str | Path | None = None,
+    progress: RunProgress | None = None,
+    problems: ProblemLog | None = None,
+) -> list[EncoderRun]:
+    """Train and evaluate ``task`` on every encoder with embeddings of its dataset (or on ``encoders``).
+
+    Labels come from the dataset reader at ``root`` (else config.toml, else the root recorded when the
+    embeddings were made). Results go to the results tables of the same store. An encoder whose
+    embeddings cannot carry the protocol (too few labelled patients, missing windows) raises, unless a
+    non-strict ``problems`` log is given: then it is reported there and the other encoders still run.
+    """
+    card = task if isinstance(task, TaskCard) else get_task(task)
+    emb = EmbeddingStore(store)
+    tables = encoder_tables(emb, card.dataset, encoders)
+    reader = open_dataset(card.dataset, labels_root(card.dataset, root, tables), problems=problems)
+    labels = task_labels(card, reader.records(), reader.label_names)
+    if not labels.scan_ids:
+        reasons = group_exclusions(labels.excluded)
+        raise ClearbenchError(
+            f"dataset '{card.dataset}' under {reader.root} has no scans labelled for task {card.name}"
+            + (f" ({'; '.join(f'{len(v)} scans: {k}' for k, v in reasons.items())})" if reasons else "")
+        )
+    results = ResultsStore(db=emb.db)
+    device = _resolve_device(device)
+    run_seed = card.protocol.seed if seed is None else seed
+    done: list[EncoderRun] = []
+    for enc in tables:
+        try:
+            done.append(
+                run_encoder(card, enc, labels, emb, results, seed=run_seed, rerun=rerun, epochs=epochs, device=device, progress=progress)
+            )
+        except ClearbenchError as exc:
+            # One encoder's embeddings that cannot carry the protocol must not cost the others their run.
+            if problems is None or problems.strict:
+                raise
+            problems.report(enc.table, f"task {card.name} skipped for encoder {enc.encoder}: {exc}")
+    return done
+
+
+def group_exclusions(excluded: Sequence[Exclusion]) -> dict[str, list[str]]:
+    """Excluded scan ids by reason, in order of first appearance."""
+    grouped: dict[str, list[str]] = defaultdict(list)
+    for e in excluded:
+        grouped[e.reason].append(e.scan_id)
+    return dict(grouped)
+
+
+def exclusion_lines(excluded: Sequence[Exclusion], limit: int = 10) -> list[str]:
+    """One line per reason: how many scans and which (the first ``limit`` ids)."""
+    lines = []
+    for reason, ids in group_exclusions(excluded).items():
+        shown = ", ".join(ids[:limit]) + (f", ... ({len(ids) - limit} more)" if len(ids) > limit else "")
+        lines.append(f"{len(ids)} scan{'s' if len(ids) != 1 else ''} excluded, {reason}: {shown}")
+    return lines

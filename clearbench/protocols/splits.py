@@ -1,0 +1,195 @@
+"""Patient-grouped, stratified splits for the two protocols of the paper (section 4.3).
+
+Every split is made on *patients*, never on scans: a patient's scans all land in the same one of train,
+validation and test. Labels are aggregated per patient (a patient is positive for a label when any of
+their scans is) and the patients are stratified on them: iterative stratification for multi-label tasks
+(Sechidis et al., the ``iterative-stratification`` package), sklearn's stratified splitters for a single
+label. When a binary label has fewer patients of a class than folds, stratification is impossible and
+the split falls back to a plain seeded shuffle; the fold records that it did.
+
+- ``holdout+kfold`` (tasks 1 and 2): a test set of ``test_fraction`` of the patients (or the dataset's
+  official test split), then k-fold CV on the rest; fold k trains on k-1 parts, early-stops and picks
+  thresholds on part k, and is evaluated on the common test set.
+- ``nested-kfold`` (task 3): k outer folds, each the test set once; the outer-training patients are split
+  again into train and validation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from iterstrat.ml_stratifiers import MultilabelStratifiedKFold, MultilabelStratifiedShuffleSplit
+from sklearn.model_selection import KFold, ShuffleSplit, StratifiedKFold, StratifiedShuffleSplit
+
+from clearbench.errors import ClearbenchError
+from clearbench.protocols.spec import PROTOCOLS, ProtocolSpec
+
+
+@dataclass(frozen=True)
+class Fold:
+    """Scan indices of one fold's three roles, and whether its splits could be stratified."""
+
+    index: int
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    stratified: bool = True
+
+    def role_of(self, n_scans: int) -> np.ndarray:
+        """``(n_scans,)`` array of "train", "val", "test" or "" (unused) per scan index."""
+        roles = np.full(n_scans, "", dtype=object)
+        roles[self.train], roles[self.val], roles[self.test] = "train", "val", "test"
+        return roles
+
+
+class _Patients:
+    """Scans grouped by patient, with patient-level labels (any positive scan makes a positive patient)."""
+
+    def __init__(self, patient_ids: Sequence[str], y: np.ndarray) -> None:
+        self.ids, self.scan_patient = np.unique(np.asarray(patient_ids, dtype=object).astype(str), return_inverse=True)
+        y = np.asarray(y, dtype=np.float64).reshape(len(patient_ids), -1)
+        self.y = np.zeros((len(self.ids), y.shape[1]), dtype=np.int64)
+        np.maximum.at(self.y, self.scan_patient, (y > 0.5).astype(np.int64))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def scans_of(self, patients: np.ndarray) -> np.ndarray:
+        """Sorted scan indices of the given patient indices."""
+        return np.flatnonzero(np.isin(self.scan_patient, patients))
+
+
+def _can_stratify(y: np.ndarray, n_splits: int) -> bool:
+    """Whether a stratified splitter applies: always for multi-label (iterative stratification spreads
+    rare labels as well as it can); for one label, when both classes have ``n_splits`` patients."""
+    if y.shape[1] > 1:
+        return True
+    pos = int(y[:, 0].sum())
+    return pos >= n_splits and len(y) - pos >= n_splits
+
+
+def _kfold(y: np.ndarray, k: int, seed: int) -> tuple[list[np.ndarray], bool]:
+    """``k`` disjoint parts of ``range(len(y))``, stratified on ``y`` when it allows."""
+    x = np.zeros(len(y))
+    stratified = _can_stratify(y, k)
+    if not stratified:
+        splitter = KFold(k, shuffle=True, random_state=seed)
+    elif y.shape[1] == 1:
+        splitter = StratifiedKFold(k, shuffle=True, random_state=seed)
+    else:
+        splitter = MultilabelStratifiedKFold(k, shuffle=True, random_state=seed)
+    parts = [np.sort(part) for _, part in splitter.split(x, y[:, 0] if y.shape[1] == 1 else y)]
+    return parts, stratified
+
+
+def _holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """A seeded (rest, held-out) split of ``range(len(y))``, stratified on ``y`` when it allows."""
+    x = np.zeros(len(y))
+    n_held = int(round(fraction * len(y)))
+    if n_held < 1 or n_held >= len(y):
+        raise ClearbenchError(f"cannot hold out {fraction:.0%} of {len(y)} patients: too few patients")
+    stratified = _can_stratify(y, 2)
+    if not stratified:
+        splitter = ShuffleSplit(1, test_size=n_held, random_state=seed)
+    elif y.shape[1] == 1:
+        splitter = StratifiedShuffleSplit(1, test_size=n_held, random_state=seed)
+    else:
+        splitter = MultilabelStratifiedShuffleSplit(1, test_size=n_held, random_state=seed)
+    rest, held = next(splitter.split(x, y[:, 0] if y.shape[1] == 1 else y))
+    return np.sort(rest), np.sort(held), stratified
+
+
+def holdout_kfold(
+    patient_ids: Sequence[str],
+    y: np.ndarray,
+    spec: ProtocolSpec,
+    test_mask: np.ndarray | None = None,
+) -> list[Fold]:
+    """A common test set, then ``spec.folds``-fold CV on the remaining patients.
+
+    ``test_mask`` (per scan) marks an official test split; a patient with any scan in it is a test patient.
+    """
+    pats = _Patients(patient_ids, y)
+    _need_patients(len(pats), spec.folds + 1, spec.kind)
+    if test_mask is not None:
+        test_pat = np.zeros(len(pats), dtype=bool)
+        test_pat[pats.scan_patient[np.asarray(test_mask, dtype=bool)]] = True
+        held, rest = np.flatnonzero(test_pat), np.flatnonzero(~test_pat)
+        if len(held) == 0 or len(rest) < spec.folds:
+            raise ClearbenchError(
+                f"official split '{spec.test_split}' gives {len(held)} test and {len(rest)} other patients; "
+                f"need at least 1 and {spec.folds}"
+            )
+        holdout_stratified = True
+    else:
+        rest, held, holdout_stratified = _holdout(pats.y, spec.test_fraction, spec.seed)
+    parts, cv_stratified = _kfold(pats.y[rest], spec.folds, spec.seed)
+    test = pats.scans_of(held)
+    folds = []
+    for k, part in enumerate(parts):
+        val_pat = rest[part]
+        train_pat = np.setdiff1d(rest, val_pat)
+        folds.append(Fold(k, pats.scans_of(train_pat), pats.scans_of(val_pat), test, holdout_stratified and cv_stratified))
+    return folds
+
+
+def nested_kfold(patient_ids: Sequence[str], y: np.ndarray, spec: ProtocolSpec) -> list[Fold]:
+    """``spec.folds`` outer folds, each the test set once; the rest split into train and validation."""
+    pats = _Patients(patient_ids, y)
+    _need_patients(len(pats), spec.folds + 2, spec.kind)
+    outer, outer_stratified = _kfold(pats.y, spec.folds, spec.seed)
+    all_patients = np.arange(len(pats))
+    folds = []
+    for k, test_pat in enumerate(outer):
+        inner = np.setdiff1d(all_patients, test_pat)
+        train_part, val_part, inner_stratified = _holdout(pats.y[inner], spec.val_fraction, spec.seed + 1 + k)
+        folds.append(
+            Fold(
+                k,
+                pats.scans_of(inner[train_part]),
+                pats.scans_of(inner[val_part]),
+                pats.scans_of(test_pat),
+                outer_stratified and inner_stratified,
+            )
+        )
+    return folds
+
+
+def make_folds(
+    spec: ProtocolSpec,
+    patient_ids: Sequence[str],
+    y: np.ndarray,
+    splits: Sequence[str | None] | None = None,
+) -> list[Fold]:
+    """The folds of ``spec`` for scans with these patients, labels and (for an official split) split names."""
+    if spec.kind == "holdout+kfold":
+        test_mask = None
+        if spec.test_split is not None:
+            if splits is None:
+                raise ClearbenchError(f"the protocol names official test split '{spec.test_split}' but the records have no splits")
+            test_mask = np.array([s == spec.test_split for s in splits], dtype=bool)
+        folds = holdout_kfold(patient_ids, y, spec, test_mask)
+    elif spec.kind == "nested-kfold":
+        folds = nested_kfold(patient_ids, y, spec)
+    else:
+        raise ClearbenchError(f"unknown protocol '{spec.kind}': use one of {', '.join(PROTOCOLS)}")
+    assert_patient_disjoint(folds, patient_ids)
+    return folds
+
+
+def assert_patient_disjoint(folds: Sequence[Fold], patient_ids: Sequence[str]) -> None:
+    """Raise if any patient has scans in two of train, validation and test of any fold."""
+    pid = np.asarray(patient_ids, dtype=object)
+    for fold in folds:
+        roles = {"train": set(pid[fold.train]), "val": set(pid[fold.val]), "test": set(pid[fold.test])}
+        for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+            shared = roles[a] & roles[b]
+            if shared:
+                raise AssertionError(f"fold {fold.index}: patients {sorted(shared)[:5]} are in both {a} and {b}")
+
+
+def _need_patients(n: int, minimum: int, kind: str) -> None:
+    if n < minimum:
+        raise ClearbenchError(f"protocol {kind} needs at least {minimum} patients with labels, found {n}")

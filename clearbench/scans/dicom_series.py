@@ -1,0 +1,511 @@
+"""One CT series from a folder of DICOM files, read the way a radiologist's viewer would place it.
+
+Folder and file names, InstanceNumber and SliceThickness are all unreliable in the wild, so everything here
+comes from the geometry tags: the CT images are chosen by their Modality tag, scouts and non-axial images
+are rejected by ImageType and ImageOrientationPatient, slices are ordered by ImagePositionPatient projected
+on the slice normal, and the z spacing is the most common distance between neighbouring slices. Anything
+odd on the way (a gap, a duplicate position, a file without pixels) is reported to a
+:class:`~clearbench.scans.problems.ProblemLog` and the series is still read when that is safe.
+
+Two CT series in one folder are an error for that scan: which one the user meant is a guess we refuse to
+make. The message tells them to put each series in its own folder.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from clearbench.errors import InputError
+from clearbench.scans.problems import ProblemLog
+from clearbench.scans.scan import Scan
+
+# Slices closer than this along the normal are at the same position.
+DUPLICATE_TOLERANCE_MM = 0.01
+# A step between neighbouring slices that differs from the usual step by more than this is a gap.
+GAP_TOLERANCE_MM = 0.05
+GAP_TOLERANCE_REL = 0.05
+# Gantry tilts up to this angle still count as axial; anything steeper is an oblique or a scout.
+MAX_TILT_DEG = 30.0
+
+_INT16 = np.iinfo(np.int16)
+_DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+
+
+@dataclass(frozen=True)
+class DicomHeader:
+    """The tags of one DICOM file that decide whether and where it belongs in a CT volume."""
+
+    path: Path
+    modality: str
+    patient_id: str
+    study_uid: str
+    series_uid: str
+    series_number: int | None
+    series_description: str
+    image_type: tuple[str, ...]
+    orientation: tuple[float, ...] | None
+    position: tuple[float, float, float] | None
+    instance_number: int | None
+    rows: int
+    columns: int
+    pixel_spacing: tuple[float, float] | None
+    slice_thickness: float | None
+    n_frames: int
+    has_pixels: bool | None  # None when only the header was read
+
+    @property
+    def is_localizer(self) -> bool:
+        return "LOCALIZER" in self.image_type
+
+    @property
+    def normal(self) -> np.ndarray | None:
+        """The unit slice normal, pointing to the patient's head (so positions grow inferior → superior)."""
+        if self.orientation is None or len(self.orientation) != 6:
+            return None
+        row, col = np.array(self.orientation[:3]), np.array(self.orientation[3:])
+        n = np.cross(row, col)
+        norm = np.linalg.norm(n)
+        if norm < 1e-6:
+            return None
+        n = n / norm
+        return -n if n[2] < 0 else n
+
+    @property
+    def tilt_deg(self) -> float | None:
+        """The angle between the slice normal and the patient's long axis (0 for a true axial slice)."""
+        n = self.normal
+        return None if n is None else float(np.degrees(np.arccos(min(1.0, abs(float(n[2]))))))
+
+    @property
+    def is_axial(self) -> bool:
+        tilt = self.tilt_deg
+        return tilt is not None and tilt <= MAX_TILT_DEG + 1e-6
+
+
+def _str(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    return "" if value is None else str(value).strip()
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    value = ds.get(keyword)
+    try:
+        return None if value in (None, "") else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _floats(ds: Dataset, keyword: str, n: int) -> tuple[float, ...] | None:
+    value = ds.get(keyword)
+    if value is None:
+        return None
+    try:
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return out if len(out) == n else None
+
+
+def _header_from(ds: Dataset, path: Path, pixels_read: bool) -> DicomHeader:
+    image_type = ds.get("ImageType")
+    if isinstance(image_type, str):
+        image_type = image_type.split("\\")
+    thickness = ds.get("SliceThickness")
+    try:
+        thickness_mm = None if thickness in (None, "") else float(thickness)
+    except (TypeError, ValueError):
+        thickness_mm = None
+    position = _floats(ds, "ImagePositionPatient", 3)
+    return DicomHeader(
+        path=path,
+        modality=_str(ds, "Modality").upper(),
+        patient_id=_str(ds, "PatientID"),
+        study_uid=_str(ds, "StudyInstanceUID"),
+        series_uid=_str(ds, "SeriesInstanceUID"),
+        series_number=_int(ds, "SeriesNumber"),
+        series_description=_str(ds, "SeriesDescription"),
+        image_type=tuple(str(t).strip().upper() for t in (image_type or ())),
+        orientation=_floats(ds, "ImageOrientationPatient", 6),
+        position=position,  # type: ignore[arg-type]
+        instance_number=_int(ds, "InstanceNumber"),
+        rows=_int(ds, "Rows") or 0,
+        columns=_int(ds, "Columns") or 0,
+        pixel_spacing=_floats(ds, "PixelSpacing", 2),  # type: ignore[arg-type]
+        slice_thickness=thickness_mm,
+        n_frames=_int(ds, "NumberOfFrames") or 1,
+        has_pixels=("PixelData" in ds) if pixels_read else None,
+    )
+
+
+def _read(path: Path, *, with_pixels: bool) -> tuple[DicomHeader, Dataset] | None:
+    """Parse one file; ``None`` for anything that is not DICOM (README files, thumbnails, DICOMDIR)."""
+    try:
+        if with_pixels:
+            # Large elements (the pixel data) are read only when decoded, so headers of skipped files cost little.
+            ds = pydicom.dcmread(path, defer_size="64 KB")
+        else:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, IsADirectoryError, PermissionError):
+        return None
+    except Exception as exc:  # noqa: BLE001 - a truncated file raises anything from EOFError to struct.error
+        raise InputError(path, f"not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
+    if "SOPClassUID" not in ds and "Modality" not in ds:
+        sop_class = str(getattr(ds.get("file_meta"), "MediaStorageSOPClassUID", "") or "")
+        if sop_class and sop_class != _DICOMDIR_SOP_CLASS:
+            raise InputError(path, "the file meta announces an image but the dataset is empty: truncated file?")
+        return None  # DICOMDIR and other non-image objects
+    return _header_from(ds, path, with_pixels), ds
+
+
+def read_header(path: str | Path) -> DicomHeader | None:
+    """The geometry header of one file without its pixels, or ``None`` when the file is not DICOM."""
+    parsed = _read(Path(path), with_pixels=False)
+    return None if parsed is None else parsed[0]
+
+
+def dicom_files(folder: str | Path, recursive: bool = False) -> list[Path]:
+    """The candidate files of a folder in name order; hidden files are left out, extensions are not required."""
+    folder = Path(folder)
+    pattern = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in pattern if p.is_file() and not p.name.startswith("."))
+
+
+def probe_folder(folder: str | Path, max_headers: int = 5) -> tuple[DicomHeader | None, int]:
+    """A cheap look at what a folder holds: one representative header, and the number of files.
+
+    Reads at most ``max_headers`` DICOM headers in name order and returns the first axial CT image among
+    them (so a scout that sorts first does not hide the CT), else the first DICOM header, else ``None``.
+    Dataset indexes use it to tell a CT folder from an RTSTRUCT or SEG folder without opening every slice.
+    """
+    files = dicom_files(folder)
+    first: DicomHeader | None = None
+    seen = 0
+    for path in files:
+        try:
+            header = read_header(path)
+        except InputError:
+            continue
+        if header is None:
+            continue
+        if header.modality == "CT" and not header.is_localizer and header.is_axial:
+            return header, len(files)
+        first = first or header
+        seen += 1
+        if seen >= max_headers:
+            break
+    return first, len(files)
+
+
+@dataclass
+class _Slice:
+    header: DicomHeader
+    dataset: Dataset
+    z: float
+
+
+def _reject(problems: ProblemLog, slices: Iterable[_Slice], reason: str, scan_id: str | None) -> None:
+    for s in slices:
+        problems.report(s.header.path, reason, scan_id=scan_id)
+
+
+def _majority(slices: list[_Slice], key: Any, what: str, problems: ProblemLog, scan_id: str | None) -> list[_Slice]:
+    """Keep the slices that share the most common value of ``key``; the others are reported as errors."""
+    counts = Counter(key(s) for s in slices)
+    if len(counts) <= 1:
+        return slices
+    best = max(counts.items(), key=lambda kv: (kv[1], str(kv[0])))[0]
+    _reject(
+        problems,
+        [s for s in slices if key(s) != best],
+        f"{what} differs from the rest of the series; image skipped",
+        scan_id,
+    )
+    return [s for s in slices if key(s) == best]
+
+
+def _orientation_key(h: DicomHeader) -> tuple[float, ...]:
+    return tuple(round(v, 3) for v in h.orientation or ())
+
+
+def _select(
+    parsed: list[tuple[DicomHeader, Dataset]], where: Path, problems: ProblemLog, scan_id: str | None
+) -> list[_Slice]:
+    """The images of the one axial CT series among ``parsed``, with everything else reported or ignored."""
+    candidates: list[tuple[DicomHeader, Dataset]] = []
+    n_ct = 0
+    for header, ds in parsed:
+        if header.modality != "CT":
+            continue  # RTSTRUCT, SEG, dose reports: other objects that legitimately sit beside a CT
+        n_ct += 1
+        if not header.has_pixels:
+            problems.report(header.path, "CT file has no pixel data; skipped", scan_id=scan_id)
+        elif header.n_frames > 1:
+            problems.report(
+                header.path,
+                f"multi-frame (enhanced) CT with {header.n_frames} frames is not supported; "
+                "convert it to single-frame slices (e.g. with dcm2niix or emf2sf) and read it again",
+                scan_id=scan_id,
+            )
+        elif header.is_localizer:
+            problems.report(header.path, "scout/localizer image (ImageType LOCALIZER) rejected", scan_id=scan_id)
+        elif header.orientation is None or header.position is None:
+            problems.report(
+                header.path,
+                "no ImageOrientationPatient/ImagePositionPatient: the slice cannot be placed; skipped",
+                scan_id=scan_id,
+            )
+        elif not header.is_axial:
+            problems.report(
+                header.path,
+                f"non-axial image (ImageOrientationPatient {list(header.orientation)}) rejected",
+                scan_id=scan_id,
+            )
+        else:
+            candidates.append((header, ds))
+    if not candidates:
+        if n_ct:
+            raise InputError(where, f"none of the {n_ct} CT file(s) is a usable axial image (see the problems above)")
+        modalities = ", ".join(sorted({h.modality or "<none>" for h, _ in parsed}))
+        raise InputError(where, f"no CT images: the DICOM files here have Modality {modalities}")
+
+    by_series = Counter(h.series_uid for h, _ in candidates)
+    if len(by_series) > 1:
+        listing = ", ".join(f"{uid or '<no SeriesInstanceUID>'} ({n} images)" for uid, n in by_series.most_common())
+        raise InputError(
+            where,
+            f"{len(by_series)} CT series in one folder: {listing}; put each series in its own folder",
+        )
+
+    slices = [_Slice(h, ds, float(np.dot(h.normal, h.position))) for h, ds in candidates]  # type: ignore[arg-type]
+    slices = _majority(slices, lambda s: _orientation_key(s.header), "ImageOrientationPatient", problems, scan_id)
+    slices = _majority(slices, lambda s: (s.header.rows, s.header.columns), "image size", problems, scan_id)
+    slices = _majority(slices, lambda s: s.header.pixel_spacing, "PixelSpacing", problems, scan_id)
+    return slices
+
+
+def _drop_duplicates(slices: list[_Slice], problems: ProblemLog, scan_id: str | None) -> list[_Slice]:
+    """Keep one slice per position (the lowest InstanceNumber); report the others.
+
+    A copy with identical pixels is harmless (a warning); different pixels at one position mean two
+    acquisitions were merged, so the volume is ambiguous (an error, fatal under ``--strict``).
+    """
+    kept: list[_Slice] = []
+    group: list[_Slice] = []
+
+    def flush() -> None:
+        if not group:
+            return
+        group.sort(key=lambda s: (s.header.instance_number is None, s.header.instance_number or 0, str(s.header.path)))
+        keep, extra = group[0], group[1:]
+        kept.append(keep)
+        for dup in extra:
+            try:
+                same = np.array_equal(_raw_pixels(dup), _raw_pixels(keep))
+            except InputError:
+                same = False
+            problems.report(
+                dup.header.path,
+                f"duplicate slice position z={dup.z:.3f} mm (same as {keep.header.path.name}); "
+                + ("identical pixels, copy dropped" if same else "different pixels, this image dropped"),
+                scan_id=scan_id,
+                severity="warning" if same else "error",
+            )
+        group.clear()
+
+    for s in slices:
+        if group and abs(s.z - group[0].z) > DUPLICATE_TOLERANCE_MM:
+            flush()
+        group.append(s)
+    flush()
+    return kept
+
+
+def _raw_pixels(s: _Slice) -> np.ndarray:
+    try:
+        return s.dataset.pixel_array
+    except Exception as exc:  # noqa: BLE001 - decoder errors come from many plugins
+        syntax = getattr(getattr(s.dataset, "file_meta", None), "TransferSyntaxUID", None)
+        hint = (
+            f"; {syntax.name} files need a decoder: pip install pylibjpeg pylibjpeg-libjpeg (or gdcm)"
+            if syntax is not None and syntax.is_compressed
+            else ""
+        )
+        raise InputError(s.header.path, f"pixel data cannot be decoded ({type(exc).__name__}: {exc}){hint}") from exc
+
+
+def _hu(s: _Slice) -> tuple[np.ndarray, int, bool]:
+    """One slice as int16 HU = raw × RescaleSlope + RescaleIntercept (or the Modality LUT).
+
+    Also returns how many voxels had to be clipped to the int16 range, and whether a rescale was present.
+    """
+    from pydicom.pixels import apply_modality_lut
+
+    ds = s.dataset
+    values = np.rint(apply_modality_lut(_raw_pixels(s), ds))
+    clipped = int(np.count_nonzero((values < _INT16.min) | (values > _INT16.max)))
+    rescaled = "RescaleSlope" in ds or "RescaleIntercept" in ds or "ModalityLUTSequence" in ds
+    return np.clip(values, _INT16.min, _INT16.max).astype(np.int16), clipped, rescaled
+
+
+def _z_spacing(z: np.ndarray, fallback: float | None) -> float:
+    """The usual distance between neighbouring slices: the mode of the steps, not SliceThickness."""
+    if z.size < 2:
+        return float(fallback) if fallback and fallback > 0 else 1.0
+    steps = np.diff(z)
+    binned = np.round(steps, 2)
+    values, counts = np.unique(binned, return_counts=True)
+    mode = values[np.argmax(counts)]
+    return float(np.median(steps[binned == mode]))
+
+
+def _report_gaps(
+    z: np.ndarray, spacing: float, slices: Sequence[_Slice], where: Path, problems: ProblemLog, scan_id: str | None
+) -> None:
+    steps = np.diff(z)
+    tolerance = max(GAP_TOLERANCE_MM, GAP_TOLERANCE_REL * spacing)
+    for i in np.flatnonzero(np.abs(steps - spacing) > tolerance):
+        missing = round(steps[i] / spacing) - 1 if spacing > 0 else 0
+        hint = f"; about {missing} slice(s) missing" if missing >= 1 else ""
+        problems.report(
+            slices[i + 1].header.path,
+            f"irregular slice spacing: {steps[i]:.2f} mm between z={z[i]:.2f} and z={z[i + 1]:.2f} "
+            f"(usual step {spacing:.2f} mm){hint}",
+            scan_id=scan_id,
+            severity="warning",
+        )
+
+
+def display_axes(orientation: tuple[float, ...]) -> tuple[bool, bool, bool]:
+    """How to turn a slice into display orientation: (transpose, flip rows, flip columns).
+
+    Display orientation is rows anterior → posterior and columns patient right → left, i.e. increasing
+    row index follows +y and increasing column index follows +x of the DICOM patient system (LPS).
+    """
+    row_dir, col_dir = np.array(orientation[:3]), np.array(orientation[3:])
+    transpose = abs(row_dir[1]) > abs(row_dir[0])  # columns run along y: the image is stored transposed
+    if transpose:
+        row_dir, col_dir = col_dir, row_dir
+    return transpose, bool(col_dir[1] < 0), bool(row_dir[0] < 0)
+
+
+def read_ct_series(
+    source: str | Path | Sequence[str | Path],
+    *,
+    scan_id: str | None = None,
+    patient_id: str | None = None,
+    problems: ProblemLog | None = None,
+    recursive: bool = False,
+) -> Scan:
+    """Read the one axial CT series in a folder (or list of files) into a :class:`Scan`.
+
+    Returns an int16 HU volume ``[Z, Y, X]`` in increasing z (inferior → superior), in display orientation,
+    with ``z_mm`` the real slice positions along the normal. ``scan_id`` defaults to the SeriesInstanceUID
+    and ``patient_id`` to the PatientID tag. Raises :class:`InputError` when no usable series is there.
+    """
+    problems = problems if problems is not None else ProblemLog()
+    if isinstance(source, (str, Path)):
+        where = Path(source)
+        if not where.is_dir():
+            raise InputError(where, "not a folder of DICOM files")
+        files = dicom_files(where, recursive=recursive)
+        if not files:
+            raise InputError(
+                where, "empty folder: no files to read" + ("" if recursive else " (subfolders are not searched)")
+            )
+    else:
+        files = [Path(p) for p in source]
+        if not files:
+            raise InputError("<no files>", "no DICOM files given")
+        where = files[0].parent
+
+    parsed: list[tuple[DicomHeader, Dataset]] = []
+    for path in files:
+        try:
+            item = _read(path, with_pixels=True)
+        except InputError as exc:
+            problems.report(exc.path, exc.reason, scan_id=scan_id)
+            continue
+        if item is not None:
+            parsed.append(item)
+    if not parsed:
+        raise InputError(where, "no DICOM files in folder")
+
+    slices = sorted(_select(parsed, where, problems, scan_id), key=lambda s: s.z)
+    slices = _drop_duplicates(slices, problems, scan_id)
+
+    first = slices[0].header
+    hu = np.empty((len(slices), first.rows, first.columns), dtype=np.int16)
+    kept: list[_Slice] = []
+    clipped = 0
+    missing_rescale = False
+    for s in slices:
+        try:
+            plane, n_clipped, rescaled = _hu(s)
+        except InputError as exc:
+            problems.report(exc.path, exc.reason, scan_id=scan_id)
+            continue
+        hu[len(kept)] = plane
+        kept.append(s)
+        clipped += n_clipped
+        missing_rescale |= not rescaled
+    if not kept:
+        raise InputError(where, "no CT image in the series could be decoded")
+    hu = hu[: len(kept)]
+    if missing_rescale:
+        problems.report(
+            where, "no RescaleSlope/RescaleIntercept: stored values taken as HU", scan_id=scan_id, severity="warning"
+        )
+    if clipped:
+        problems.report(
+            where, f"{clipped} voxel(s) outside the int16 HU range were clipped", scan_id=scan_id, severity="warning"
+        )
+
+    transpose, flip_rows, flip_cols = display_axes(first.orientation or (1, 0, 0, 0, 1, 0))
+    row_mm, col_mm = first.pixel_spacing or (1.0, 1.0)
+    if first.pixel_spacing is None:
+        problems.report(where, "no PixelSpacing: 1 mm assumed", scan_id=scan_id, severity="warning")
+    if transpose:
+        hu = hu.transpose(0, 2, 1)
+        row_mm, col_mm = col_mm, row_mm
+    if flip_rows:
+        hu = hu[:, ::-1, :]
+    if flip_cols:
+        hu = hu[:, :, ::-1]
+
+    z = np.array([s.z for s in kept])
+    dz = _z_spacing(z, first.slice_thickness)
+    _report_gaps(z, dz, kept, where, problems, scan_id)
+    tilt = first.tilt_deg or 0.0
+    if tilt > 0.5:
+        problems.report(
+            where,
+            f"gantry tilt of {tilt:.1f}°: slices are kept as acquired (sheared), not resampled",
+            scan_id=scan_id,
+            severity="warning",
+        )
+
+    return Scan(
+        scan_id=scan_id or first.series_uid,
+        patient_id=patient_id or first.patient_id,
+        hu=np.ascontiguousarray(hu),
+        spacing=(dz, float(row_mm), float(col_mm)),
+        z_mm=z,
+        meta={
+            "source": str(where),
+            "series_uid": first.series_uid,
+            "study_uid": first.study_uid,
+            "series_description": first.series_description,
+            "slice_thickness": first.slice_thickness,
+            "gantry_tilt_deg": round(tilt, 3),
+            "orientation": list(first.orientation or ()),
+        },
+    )

@@ -1,0 +1,51 @@
+"""An example encoder family from a third-party package, registered through ``clearbench.encoders``.
+
+It shows both things a plugin can add: a family (code) and cards (data). The family is a single strided
+convolution plus global average pooling; its cards use random weights, so the tests need no files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from clearbench.encoders.image import ImageSliceFamily
+
+
+def build_tinyconv(width: int = 16) -> nn.Module:
+    """Conv 7x7 stride 4 -> ReLU -> global average pool: ``(n, 3, H, W)`` -> ``(n, width)``; keys ``conv.*``."""
+    net = nn.Sequential()
+    net.add_module("conv", nn.Conv2d(3, width, 7, stride=4))
+    net.add_module("act", nn.ReLU())
+    net.add_module("pool", nn.AdaptiveAvgPool2d(1))
+    net.add_module("flat", nn.Flatten())
+    return net
+
+
+class TinyConvFamily(ImageSliceFamily):
+    name: ClassVar[str] = "example-tinyconv"
+    heads: ClassVar[tuple[str, ...]] = ("head.",)
+    default_params: ClassVar[Mapping[str, Any]] = {"width": 16}
+    default_preprocessing: ClassVar[Mapping[str, Any]] = {**ImageSliceFamily.default_preprocessing, "size": 64, "crop": 64}
+
+    def build(self, params: Mapping[str, Any]) -> nn.Module:
+        return build_tinyconv(int(params["width"]))
+
+    def infer_params(self, state_dict: Mapping[str, torch.Tensor], params: Mapping[str, Any]) -> dict[str, Any]:
+        return {**params, "width": int(state_dict["conv.weight"].shape[0])}
+
+    def output_dim(self, params: Mapping[str, Any]) -> int:
+        return int(params["width"])
+
+
+def clearbench_encoders() -> list[Any]:
+    """What this package adds: the family, a folder of card files, and one card given as a table."""
+    return [
+        TinyConvFamily,
+        Path(__file__).parent / "encoder_cards",
+        {"name": "example-tinyconv-wide", "family": "example-tinyconv", "weights": "random:1", "params": {"width": 24}},
+    ]

@@ -1,0 +1,226 @@
+"""``clearbench run`` end to end: a synthetic NSCLC cohort read by the real reader, embeddings in the real
+store, the CLI, the stored results, fold reuse, and resuming after a kill."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+import clearbench.protocols.run as run_mod
+from clearbench.cli import app
+from clearbench.cli.run import summary_table
+from clearbench.protocols.metrics import MACRO, FoldScores, Summary
+from clearbench.protocols.run import EncoderRun, run_task
+from clearbench.scans.registry import open_dataset
+from clearbench.scans.synth.nsclc import write_cohort
+from clearbench.scans.windows import get_window
+from clearbench.store import EmbeddingStore, ScanEmbeddings, connect
+from clearbench.store.results import ResultsStore
+
+
+
+@pytest.fixture(scope="module")
+def nsclc_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """16 synthetic NSCLC patients (B's writer); one of them has stage NA."""
+    return write_cohort(tmp_path_factory.mktemp("nsclc"), 16, 0, size=24)
+
+
+def na_patients(root: Path) -> list[str]:
+    return [r.scan_id for r in open_dataset("nsclc", root).records() if r.meta.get("stage_raw") == "NA"]
+
+
+def write_table(
+    store: Path, root: Path, encoder: str, kind: str = "slice", dim: int = 8, seed: int = 0, limit: int | None = None
+) -> str:
+    """An embedding table written through the store's API, with vectors that carry the stage label."""
+    reader = open_dataset("nsclc", root)
+    emb = EmbeddingStore(store)
+    provenance = {"encoder": encoder, "kind": kind, "dim": dim, "dataset": "nsclc", "dataset_root": str(root)}
+    windows = [get_window("lung")] if kind == "slice" else []
+    table = emb.open_for_writing(emb.table_name("nsclc", encoder), dim, provenance, windows)
+    rng = np.random.default_rng(seed)
+    scans = []
+    for rec in reader.records()[:limit]:
+        positive = rec.labels["stage_high"] == 1.0
+        n = 1 if kind == "volume" else int(rng.integers(4, 12))
+        vectors = rng.normal(size=(n, dim)).astype(np.float32)
+        vectors[int(rng.integers(0, n)), 0] += 4.0 if positive else -4.0
+        window = np.array(["volume" if kind == "volume" else "lung"] * n)
+        slices = np.full(n, -1) if kind == "volume" else np.arange(n)
+        scans.append(ScanEmbeddings(rec.scan_id, rec.patient_id, window, slices, slices.astype(float), vectors))
+    table.write(scans)
+    return table.name
+
+
+def _table(store: Path, name: str) -> list[dict]:
+    return connect(store).open_table(name).search().limit(None).to_arrow().to_pylist()
+
+
+def test_task3_end_to_end_through_the_cli(tmp_path: Path, nsclc_root: Path) -> None:
+    store = tmp_path / "store"
+    write_table(store, nsclc_root, "toy-slice")
+    write_table(store, nsclc_root, "toy-volume", kind="volume")
+    result = CliRunner().invoke(
+        app, ["run", "task3", "--epochs", "3", "--store", str(store), "--root", str(nsclc_root)], env={"COLUMNS": "120"}
+    )
+    assert result.exit_code == 0, result.output
+    assert "task3 · toy-slice" in result.stdout and "task3 · toy-volume" in result.stdout
+    assert "stage_high" in result.stdout and "macro" in result.stdout and " ± " in result.stdout
+    # the NA patient is excluded and reported with the count and its id, once
+    (na,) = na_patients(nsclc_root)
+    assert result.stderr.count(f"1 scan excluded, no value for label stage_high (stage 'NA'): {na}") == 1
+
+    runs = _table(store, "runs")
+    assert {r["encoder"] for r in runs} == {"toy-slice", "toy-volume"}
+    for r in runs:
+        assert r["status"] == "complete" and r["finished_at"] >= r["started_at"] and r["seed"] == 0
+        assert r["n_scans"] == 15 and json.loads(r["excluded"])[0]["scan_id"] == na
+        config = json.loads(r["config"])
+        assert config["task"]["name"] == "task3" and config["training"]["max_epochs"] == 3
+        assert json.loads(r["encoder_provenance"])["encoder"] == r["encoder"]
+        assert r["clearbench_version"] and len(r["config_hash"]) == 64
+
+    folds = _table(store, "run_folds")
+    assert len(folds) == 10 and sorted({f["fold"] for f in folds}) == [0, 1, 2, 3, 4]
+    preds = _table(store, "run_predictions")
+    slice_test = [p for p in preds if p["encoder"] == "toy-slice" and p["role"] == "test"]
+    # nested CV: every included scan is a test scan exactly once
+    assert sorted(p["scan_id"] for p in slice_test) == sorted({p["scan_id"] for p in slice_test})
+    assert len(slice_test) == 15 and na not in {p["scan_id"] for p in slice_test}
+    bags = EmbeddingStore(store).bags("nsclc", "toy-slice", windows=["lung"])
+    for p in slice_test:
+        n = len(bags.bag(p["scan_id"]))
+        assert len(p["attention"]) == len(p["window"]) == len(p["slice_idx"]) == n
+        assert set(p["window"]) == {"lung"} and p["slice_idx"] == list(range(n))
+        assert sum(p["attention"]) == pytest.approx(1.0, abs=1e-5)
+        assert p["pred"] == [p["prob"][0] >= f["thresholds"][0] for f in folds if f["encoder"] == "toy-slice" and f["fold"] == p["fold"]]
+    assert all(p["attention"] is None for p in preds if p["encoder"] == "toy-volume")
+    metrics = _table(store, "run_metrics")
+    assert {(m["split"], m["label"], m["metric"]) for m in metrics} >= {("test", MACRO, "auc"), ("val", "stage_high", "f1")}
+
+
+def test_rerun_reuses_finished_folds_unless_told_and_gives_identical_numbers(tmp_path: Path, nsclc_root: Path) -> None:
+    store = tmp_path / "store"
+    write_table(store, nsclc_root, "toy-slice")
+    first = run_task("task3", root=nsclc_root, store=store, epochs=2, device="cpu")[0]
+    again = run_task("task3", root=nsclc_root, store=store, epochs=2, device="cpu")[0]
+    assert first.reused == [] and again.reused == [0, 1, 2, 3, 4]
+    assert again.config_hash == first.config_hash and again.summary_dict() == first.summary_dict()
+    fresh = run_task("task3", root=nsclc_root, store=store, epochs=2, device="cpu", rerun=True)[0]
+    assert fresh.reused == [] and fresh.summary_dict() == first.summary_dict()
+    assert len(_table(store, "run_folds")) == 5
+    other = run_task("task3", root=nsclc_root, store=store, epochs=2, device="cpu", seed=1)[0]
+    assert other.config_hash != first.config_hash and other.reused == []
+
+
+def test_killed_run_keeps_committed_folds_and_redoes_the_interrupted_one(tmp_path: Path, nsclc_root: Path, monkeypatch) -> None:
+    store = tmp_path / "store"
+    write_table(store, nsclc_root, "toy-slice")
+    real_write = ResultsStore.write_fold
+
+    def killed_during_fold_2(self, fold_row, metric_rows, predictions):
+        if fold_row["fold"] == 2:
+            self._table("run_predictions").add(predictions)  # predictions reach disk, the commit marker never does
+            raise KeyboardInterrupt
+        return real_write(self, fold_row, metric_rows, predictions)
+
+    monkeypatch.setattr(ResultsStore, "write_fold", killed_during_fold_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_task("task3", root=nsclc_root, store=store, epochs=2, device="cpu")
+    assert sorted(f["fold"] for f in _table(store, "run_folds")) == [0, 1]
+    monkeypatch.setattr(ResultsStore, "write_fold", real_write)
+
+    trained = []
+    real_run_fold = run_mod.run_fold
+    monkeypatch.setattr(run_mod, "run_fold", lambda bags, fold, *a, **k: trained.append(fold.index) or real_run_fold(bags, fold, *a, **k))
+    resumed = run_task("task3", root=nsclc_root, store=store, epochs=2, device="cpu")[0]
+    assert resumed.reused == [0, 1] and trained == [2, 3, 4]
+    preds = _table(store, "run_predictions")
+    keys = [p["key"] for p in preds]
+    assert len(keys) == len(set(keys))  # the half-written fold 2 left no duplicates
+    assert sorted({p["fold"] for p in preds}) == [0, 1, 2, 3, 4]
+    statuses = sorted(r["status"] for r in _table(store, "runs"))
+    assert statuses == ["complete", "running"]  # the killed invocation stays visible as such
+
+
+def test_missing_encoder_and_missing_embeddings_are_clear_errors(tmp_path: Path, nsclc_root: Path) -> None:
+    store = tmp_path / "store"
+    runner = CliRunner()
+    result = runner.invoke(app, ["run", "task3", "--store", str(store), "--root", str(nsclc_root)])
+    assert result.exit_code != 0 and "no embeddings of dataset 'nsclc'" in str(result.exception)
+    write_table(store, nsclc_root, "toy-slice")
+    result = runner.invoke(app, ["run", "task3", "-e", "nope", "--store", str(store), "--root", str(nsclc_root)])
+    assert "clearbench embed --dataset nsclc --encoder nope" in str(result.exception)
+
+
+def test_an_encoder_with_too_few_scans_is_reported_and_the_others_still_run(tmp_path: Path, nsclc_root: Path) -> None:
+    store = tmp_path / "store"
+    write_table(store, nsclc_root, "toy-slice")
+    write_table(store, nsclc_root, "toy-few", limit=4)
+    result = CliRunner().invoke(app, ["run", "task3", "--epochs", "2", "--store", str(store)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "task3 · toy-slice" in result.stdout and "task3 · toy-few" not in result.stdout
+    assert "nsclc__toy-few: task task3 skipped for encoder toy-few: protocol nested-kfold needs at least 7 patients" in result.stderr
+    strict = CliRunner().invoke(app, ["run", "task3", "--epochs", "2", "--store", str(store), "--strict"])
+    assert strict.exit_code != 0 and "needs at least 7 patients" in str(strict.exception)
+
+
+def _embed_and_run(tmp_path: Path, dataset: str, task: str, root: Path | None = None):
+    """The user's path through the CLI: synth a cohort (unless given), embed it with hu-hist, run the task."""
+    runner = CliRunner()
+    store = tmp_path / "store"
+    steps = []
+    if root is None:
+        root = tmp_path / dataset
+        steps.append(["synth", dataset, "--out", str(root), "--scans", "16", "--seed", "0", "--size", "32"])
+    steps += [
+        ["embed", "-e", "hu-hist", "-d", dataset, "--root", str(root), "--store", str(store)],
+        ["run", task, "--epochs", "2", "--store", str(store), "--threads", "1"],
+    ]
+    for args in steps:
+        result = runner.invoke(app, args, env={"COLUMNS": "120"})
+        assert result.exit_code == 0, f"{args}: {result.output}"
+    return result, store
+
+
+def test_task1_end_to_end_on_hu_hist_embeddings_of_a_synthetic_deeplesion_cohort(tmp_path: Path) -> None:
+    result, store = _embed_and_run(tmp_path, "deeplesion", "task1")
+    assert "task1 · hu-hist" in result.stdout and "soft_tissue" in result.stdout and "macro" in result.stdout
+    preds = [p for p in _table(store, "run_predictions") if p["role"] == "test"]
+    assert preds and all(set(p["window"]) == {"abdomen", "lung"} for p in preds)
+    assert all(sum(p["attention"]) == pytest.approx(1.0, abs=1e-5) for p in preds)
+    run = _table(store, "runs")[0]
+    assert json.loads(run["encoder_provenance"])["encoder"] == "hu-hist" and run["status"] == "complete"
+
+
+def test_task2_end_to_end_on_hu_hist_embeddings_of_a_synthetic_radchest_cohort(tmp_path: Path) -> None:
+    result, store = _embed_and_run(tmp_path, "radchest", "task2")
+    assert "task2 · hu-hist" in result.stdout and "pleural_effusion" in result.stdout
+    assert len(_table(store, "run_folds")) == 5
+
+
+def test_task3_end_to_end_on_hu_hist_embeddings_of_the_synthetic_nsclc_dicom(tmp_path: Path, nsclc_root: Path) -> None:
+    result, store = _embed_and_run(tmp_path, "nsclc", "task3", root=nsclc_root)
+    assert "task3 · hu-hist" in result.stdout and "stage_high" in result.stdout
+    (na,) = na_patients(nsclc_root)
+    assert f"no value for label stage_high (stage 'NA'): {na}" in result.stderr
+    assert len(_table(store, "run_folds")) == 5
+
+
+def test_summary_table_shows_undefined_labels_as_undefined() -> None:
+    values = {m: {"a": 0.8, "b": float("nan"), MACRO: 0.8} for m in ("auc", "auprc", "f1")}
+    fold = FoldScores(["a", "b"], values)
+    summary = {m: {"a": Summary(0.8, 0.05, 2), "b": Summary(float("nan"), float("nan"), 0), MACRO: Summary(0.8, 0.05, 2)} for m in values}
+    run = EncoderRun("t", "enc", "tbl", "slice", "abmil", "run-1", "0" * 64, ["a", "b"], ["auc", "auprc", "f1"], 10, 8, [fold, fold], summary)
+    console = Console(width=120, record=True)
+    console.print(summary_table(run))
+    text = console.export_text()
+    row_b = next(line for line in text.splitlines() if "│ b " in line)
+    assert row_b.count("undefined") == 3 and "50.0" not in row_b
+    assert "80.0 ± 5.0" in text
+    assert run.summary_dict()["auc"]["b"] == {"mean": None, "std": None, "n": 0}
