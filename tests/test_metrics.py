@@ -12,6 +12,7 @@ from clearbench.mil.train import Predictions
 from clearbench.protocols.metrics import (
     MACRO,
     FoldScores,
+    binary_f1,
     choose_thresholds,
     label_metrics,
     macro_average,
@@ -74,3 +75,13 @@ def test_summary_is_mean_and_sample_std_over_defined_folds() -> None:
 
     never = summarise([fold(0.8, np.nan), fold(0.9, np.nan)])["auc"]["b"]
     assert not never.defined and math.isnan(never.mean)
+
+
+def test_binary_f1_equals_sklearn_including_no_predicted_positive() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        truth = rng.random(40) < rng.random()
+        predicted = rng.random(40) < rng.random()
+        assert binary_f1(truth, predicted) == pytest.approx(f1_score(truth, predicted, zero_division=0))
+    none = np.zeros(10, dtype=bool)
+    assert binary_f1(np.arange(10) < 3, none) == 0.0 == f1_score(np.arange(10) < 3, none, zero_division=0)

@@ -39,15 +39,20 @@ def get_window(spec: str | Window) -> Window:
         return spec
     if spec in WINDOWS:
         return WINDOWS[spec]
-    parts = spec.split(":")
-    if len(parts) == 3:
-        try:
-            return Window(parts[0], float(parts[1]), float(parts[2]))
-        except ValueError:
-            pass
+    name, *bounds = spec.split(":")
+    if len(bounds) == 2 and all(_is_number(b) for b in bounds):
+        return Window(name, float(bounds[0]), float(bounds[1]))
     raise ClearbenchError(
         f"unknown window '{spec}': use one of {', '.join(WINDOWS)} or give a custom one as name:lo:hi"
     )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def apply_window(hu: np.ndarray, window: Window) -> np.ndarray:
