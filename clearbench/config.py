@@ -50,11 +50,17 @@ def load_config() -> dict[str, Any]:
 def dataset_roots() -> dict[str, Path]:
     """Dataset roots declared in ``config.toml`` as ``[datasets.NAME] root = "..."``."""
     section = load_config().get("datasets", {})
+    fix = 'write one [datasets.NAME] root = "DIR" table per dataset'
+    if not isinstance(section, dict):
+        raise InputError(config_path(), f"'datasets' must be a table; {fix}")
     roots: dict[str, Path] = {}
     for name, entry in section.items():
         root = entry.get("root") if isinstance(entry, dict) else entry
-        if isinstance(root, str):
-            roots[name] = Path(root).expanduser()
+        if root is None and isinstance(entry, dict):
+            continue
+        if not isinstance(root, str):
+            raise InputError(config_path(), f"datasets.{name}: expected a folder path, got {root!r}; {fix}")
+        roots[name] = Path(root).expanduser()
     return roots
 
 

@@ -162,6 +162,20 @@ def test_nifti_cohort_round_trip_with_scaled_data(tmp_path: Path) -> None:
     assert reader.problems.problems == []
 
 
+def test_nifti_integer_data_beyond_int16_is_clipped_with_a_warning(tmp_path: Path) -> None:
+    # Unscaled integer volumes skip the float path; values int16 cannot hold are still clipped and reported.
+    display = _volume(5).astype(np.int32)
+    display[0, 0, 0], display[1, 2, 3] = 40_000, -40_000
+    nib.save(_display_to_ras(display, SPACING, "LPS"), tmp_path / "wide.nii.gz")
+    (tmp_path / "labels.csv").write_text("scan_id,patient_id,nodule\nwide,P1,1\n")
+    reader = NiftiCohortReader(tmp_path)
+    [scan] = list(reader.scans())
+    expected = np.clip(display, -32768, 32767).astype(np.int16)
+    assert scan.hu.dtype == np.int16 and np.array_equal(scan.hu, expected)
+    [problem] = reader.problems.problems
+    assert problem.severity == "warning" and "2 voxel(s) outside the int16 HU range were clipped" in problem.reason
+
+
 def test_nifti_bad_volumes(tmp_path: Path) -> None:
     affine = np.diag([-0.8, -0.75, 2.0, 1.0])
     partly = _volume(4).astype(np.float32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -61,6 +62,14 @@ def test_dataset_root_from_flag_then_config(tmp_path) -> None:  # type: ignore[n
     assert store_path() == config_path().parent / "store"
 
 
+@pytest.mark.parametrize("text", ['datasets = "/data"\n', "[datasets]\ndeeplesion = 5\n", "[datasets.deeplesion]\nroot = 5\n"])
+def test_a_malformed_datasets_section_is_one_error_naming_the_config_file(text: str) -> None:
+    config_path().parent.mkdir(parents=True, exist_ok=True)
+    config_path().write_text(text)
+    with pytest.raises(ClearbenchError, match=r"config\.toml: .*\[datasets\.NAME\] root"):
+        dataset_root("deeplesion")
+
+
 def test_doctor_reports_versions_extras_and_locations() -> None:
     result = CliRunner().invoke(app, ["doctor", "--json"])
     assert result.exit_code == 0, result.output
@@ -77,3 +86,19 @@ def test_errors_are_one_line_without_traceback_unless_debug(tmp_path) -> None:  
     assert plain.stderr.strip().count("\n") == 0 and "not a folder" in plain.stderr
     debug = subprocess.run([sys.executable, "-m", "clearbench", "--debug", *args], capture_output=True, text=True)
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+@pytest.mark.parametrize(
+    "args, code, expected",
+    [
+        ([], 2, "Usage: clearbench"),
+        (["nope"], 2, "No such command 'nope'"),
+        (["run"], 2, "Missing argument 'task'"),
+        (["run", "task1", "--epochs", "0"], 2, "--epochs"),
+    ],
+)
+def test_usage_errors_show_usage_not_a_traceback(args: list[str], code: int, expected: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "clearbench", *args], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    assert expected in result.stdout + result.stderr

@@ -141,3 +141,17 @@ def test_bad_settings_are_one_line_errors(cohort: Path) -> None:
     assert isinstance(result.exception, ClearbenchError) and "mambaout, vmamba, vit-convb" in str(result.exception)
     result = runner.invoke(app, ["pretrain", "--arch", "mambaout", "--root", str(cohort), "--batch-size", "4096", *MICRO])
     assert isinstance(result.exception, ClearbenchError) and "fewer than one batch" in str(result.exception)
+
+
+def test_streamed_run_reports_an_unreadable_slice_once(cohort: Path, tmp_path: Path) -> None:
+    # Streaming decodes every scan again in each pass over the cohort; the index pass has reported the bad
+    # slice already, so the stream must not report it again.
+    import shutil
+
+    root = tmp_path / "dl"
+    shutil.copytree(cohort, root)
+    png = sorted((root / "Images_png").glob("*/*.png"))[3]
+    png.write_bytes(png.read_bytes()[:100])
+    out = pretrain("--arch", "vit-convb", "--method", "moco", "--root", str(root), "--epochs", "1",
+                   "--batch-size", "16", "--cache", "stream", "--tag", "badslice")
+    assert out["finished"] and out["skipped_scans"] == 1

@@ -200,3 +200,56 @@ def test_stream_yields_exact_batches_and_resumes_mid_epoch() -> None:
     # check through the shard assignment instead.
     shards = [set(_stream(workers=1, rank=r, world=2)._scan_order(0, 0)) for r in range(2)]
     assert not shards[0] & shards[1] and shards[0] | shards[1] == set(range(5))
+
+
+def test_streamed_index_reports_the_unreadable_scans_of_every_rank(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Streaming splits the indexing pass between ranks; rank 0 alone reports, so it must hear of the scans
+    # the other ranks could not read. Two ranks are played in turn here, with the all-gather stood in for.
+    from clearbench.pretraining import run as R
+    from clearbench.pretraining.config import PretrainConfig
+    from clearbench.pretraining.data import SliceIndex
+
+    config = PretrainConfig(arch="mambaout", cache="stream", out=str(tmp_path), progress=False)
+    ctx = [R.D.DistContext(rank, 2, rank, torch.device("cpu"), owns_group=False) for rank in range(2)]
+    sent: list = []
+
+    def gather_as_rank1(_ctx: object, obj: object) -> list:
+        sent.append(obj)
+        return [(SliceIndex([], []).to_json(), []), obj]
+
+    monkeypatch.setattr(R.D, "gather_objects", gather_as_rank1)
+    rank1 = R._Run(config, ctx[1], None)
+    reader1 = FakeCohort(6, bad={"s03"}, problems=rank1.problems)  # rank 1 indexes s01, s03, s05
+    rank1._index(reader1, reader1.records())
+
+    monkeypatch.setattr(R.D, "gather_objects", lambda _ctx, obj: [obj, sent[0]])
+    log = ProblemLog()
+    rank0 = R._Run(config, ctx[0], log)
+    reader0 = FakeCohort(6, bad={"s03"}, problems=rank0.problems)
+    index, kept, _ = rank0._index(reader0, reader0.records())
+    assert index.scan_ids == ["s00", "s01", "s02", "s04", "s05"] and [r.scan_id for r in kept] == index.scan_ids
+    assert [p.scan_id for p in log.errors] == ["s03"] and "truncated" in str(log.errors[0])
+
+
+def test_stream_reads_each_scan_once_and_yields_each_slice_once_per_pass() -> None:
+    # A shuffle buffer larger than the stream's scans must not make it decode them over and over, and the
+    # slices still in the buffer when a pass ends are used before any scan is read again.
+    reader = FakeCohort(5, slices=4)
+    index, kept, _ = index_cohort(reader, reader.records(), cache_bytes=0)
+    loads: list[str] = []
+    load = reader.load
+
+    def counted_load(record: ScanRecord) -> Scan:
+        loads.append(record.scan_id)
+        return load(record)
+
+    reader.load = counted_load  # type: ignore[method-assign]
+    item = SliceViews([WINDOWS["lung"]], _Identity(), lesion_crops=False)  # type: ignore[arg-type]
+    for buffer_size in (64, 6):
+        loads.clear()
+        stream = StreamingSlices(reader, kept, index, item, seed=3, rank=0, world=1, workers=1, batch_size=2,
+                                 steps_per_epoch=10, buffer_size=buffer_size)
+        stream.start(0)
+        items = list(stream)
+        assert sorted(loads) == [f"s{i:02d}" for i in range(5)]
+        assert len(items) == 20 and len({it["view1"].numpy().tobytes() for it in items}) == 20

@@ -110,3 +110,27 @@ def test_leak_detector_catches_a_shared_patient() -> None:
 def test_too_few_patients_is_a_clear_error() -> None:
     with pytest.raises(ClearbenchError, match="at least"):
         make_folds(ProtocolSpec("nested-kfold", folds=5), ["a", "b", "c"], np.zeros((3, 1)))
+
+
+@pytest.mark.parametrize("n_labels", [1, 3, 8])
+@pytest.mark.parametrize("spec", [ProtocolSpec("nested-kfold", folds=5), ProtocolSpec("holdout+kfold", folds=5)], ids=lambda s: s.kind)
+def test_smallest_cohorts_the_protocol_accepts_split_into_non_empty_roles(spec: ProtocolSpec, n_labels: int) -> None:
+    """A stratified hold-out of one patient is impossible (sklearn needs one per class) and iterative
+    stratification may hold out nobody on a few patients; both must fall back, not crash or leave a role empty."""
+    rng = np.random.default_rng(0)
+    smallest = spec.folds + (2 if spec.kind == "nested-kfold" else 1)
+    for n in range(smallest, 14):
+        for trial in range(10):
+            patients = [f"P{i}" for i in range(n)]
+            y = (rng.random((n, n_labels)) < rng.uniform(0.1, 0.8)).astype(np.float32)
+            y[0], y[1] = 1, 0  # both classes present
+            folds = make_folds(spec, patients, y)
+            assert len(folds) == spec.folds
+            for fold in folds:
+                assert len(fold.train) and len(fold.val) and len(fold.test), (n, trial, fold)
+            assert_patient_disjoint(folds, patients)
+
+
+def test_a_hold_out_that_leaves_too_few_patients_for_the_folds_is_a_clear_error() -> None:
+    with pytest.raises(ClearbenchError, match="too few patients"):
+        make_folds(ProtocolSpec("holdout+kfold", folds=5, test_fraction=0.3), [f"P{i}" for i in range(6)], np.eye(6, 2))

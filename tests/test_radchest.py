@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +175,35 @@ def test_npz_without_ct_key_corrupt_npz_and_nan_volume(cohort, tmp_path: Path) -
     assert scans[names[3]].hu.dtype == np.int16 and int(scans[names[3]].hu[0, 0, 0]) == -500
     with pytest.raises(InputError, match="no 'ct' array"):
         RadChestReader(root, problems=ProblemLog(strict=True)).records()
+
+
+def _write_npz_with_corrupt_stream(path: Path, ct: np.ndarray) -> None:
+    """An .npz whose zip directory and npy header are intact but whose deflate stream breaks half-way.
+
+    A bit flip in a download does this; ``np.load`` then raises ``zlib.error``, which is not an OSError.
+    """
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, ct)
+    payload = buf.getvalue()
+    deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+    stream = deflate.compress(payload[: len(payload) // 2]) + deflate.flush(zlib.Z_FULL_FLUSH) + b"\xff" * 16
+    name, fields = b"ct.npy", (zlib.crc32(payload), len(stream), len(payload), 6)
+    local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0x21, *fields, 0) + name
+    central = struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0x21, *fields, 0, 0, 0, 0, 0, 0) + name
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(central), len(local) + len(stream), 0)
+    path.write_bytes(local + stream + central + end)
+
+
+def test_corrupt_deflate_stream_is_reported_not_raised(cohort, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root = _copy(cohort, tmp_path)
+    victim = min(root.glob("*.npz"))
+    _write_npz_with_corrupt_stream(victim, np.random.default_rng(0).integers(-1000, 1000, (8, 64, 64)).astype(np.int16))
+    reader = RadChestReader(root)
+    assert victim.stem in {r.scan_id for r in reader.records()}  # the header still reads: the index keeps it
+    scans = [s.scan_id for s in reader.scans()]
+    assert victim.stem not in scans and len(scans) == N_SCANS - 1
+    (problem,) = reader.problems.for_scan(victim.stem)
+    assert problem.path == str(victim) and "truncated or corrupt" in problem.reason
 
 
 def test_an_empty_root(tmp_path: Path) -> None:

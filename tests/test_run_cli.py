@@ -4,6 +4,8 @@ store, the CLI, the stored results, fold reuse, and resuming after a kill."""
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +14,9 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 import clearbench.protocols.run as run_mod
-from clearbench.cli import app
+from clearbench.cli import app, main
 from clearbench.cli.run import summary_table
+from clearbench.errors import ClearbenchError
 from clearbench.protocols.metrics import MACRO, FoldScores, Summary
 from clearbench.protocols.run import EncoderRun, run_task
 from clearbench.scans.registry import open_dataset
@@ -35,14 +38,22 @@ def na_patients(root: Path) -> list[str]:
 
 
 def write_table(
-    store: Path, root: Path, encoder: str, kind: str = "slice", dim: int = 8, seed: int = 0, limit: int | None = None
+    store: Path,
+    root: Path,
+    encoder: str,
+    kind: str = "slice",
+    dim: int = 8,
+    seed: int = 0,
+    limit: int | None = None,
+    scale: float = 1.0,
+    overwrite: bool = False,
 ) -> str:
     """An embedding table written through the store's API, with vectors that carry the stage label."""
     reader = open_dataset("nsclc", root)
     emb = EmbeddingStore(store)
     provenance = {"encoder": encoder, "kind": kind, "dim": dim, "dataset": "nsclc", "dataset_root": str(root)}
     windows = [get_window("lung")] if kind == "slice" else []
-    table = emb.open_for_writing(emb.table_name("nsclc", encoder), dim, provenance, windows)
+    table = emb.open_for_writing(emb.table_name("nsclc", encoder), dim, provenance, windows, overwrite=overwrite)
     rng = np.random.default_rng(seed)
     scans = []
     for rec in reader.records()[:limit]:
@@ -50,6 +61,7 @@ def write_table(
         n = 1 if kind == "volume" else int(rng.integers(4, 12))
         vectors = rng.normal(size=(n, dim)).astype(np.float32)
         vectors[int(rng.integers(0, n)), 0] += 4.0 if positive else -4.0
+        vectors *= scale
         window = np.array(["volume" if kind == "volume" else "lung"] * n)
         slices = np.full(n, -1) if kind == "volume" else np.arange(n)
         scans.append(ScanEmbeddings(rec.scan_id, rec.patient_id, window, slices, slices.astype(float), vectors))
@@ -118,6 +130,27 @@ def test_rerun_reuses_finished_folds_unless_told_and_gives_identical_numbers(tmp
     assert other.config_hash != first.config_hash and other.reused == []
 
 
+def test_changed_vectors_or_splits_never_reuse_stale_folds(tmp_path: Path, nsclc_root: Path, monkeypatch) -> None:
+    """Re-embedding into the same table (same scans, slice counts, labels and provenance) or a split that
+    comes out differently (another sklearn, another official split) must retrain, not reuse old folds."""
+    store = tmp_path / "store"
+    write_table(store, nsclc_root, "toy-slice")
+    first = run_task("task3", root=nsclc_root, store=store, epochs=1, device="cpu")[0]
+    write_table(store, nsclc_root, "toy-slice", scale=2.0, overwrite=True)
+    changed = run_task("task3", root=nsclc_root, store=store, epochs=1, device="cpu")[0]
+    assert changed.reused == [] and changed.config_hash != first.config_hash
+
+    real_make_folds = run_mod.make_folds
+
+    def swapped(*args, **kwargs):
+        folds = real_make_folds(*args, **kwargs)
+        return [replace(folds[0], test=folds[1].test, train=folds[1].train, val=folds[1].val), *folds[1:]]
+
+    monkeypatch.setattr(run_mod, "make_folds", swapped)
+    resplit = run_task("task3", root=nsclc_root, store=store, epochs=1, device="cpu")[0]
+    assert resplit.reused == [] and resplit.config_hash != changed.config_hash
+
+
 def test_killed_run_keeps_committed_folds_and_redoes_the_interrupted_one(tmp_path: Path, nsclc_root: Path, monkeypatch) -> None:
     store = tmp_path / "store"
     write_table(store, nsclc_root, "toy-slice")
@@ -168,6 +201,44 @@ def test_an_encoder_with_too_few_scans_is_reported_and_the_others_still_run(tmp_
     assert "nsclc__toy-few: task task3 skipped for encoder toy-few: protocol nested-kfold needs at least 7 patients" in result.stderr
     strict = CliRunner().invoke(app, ["run", "task3", "--epochs", "2", "--store", str(store), "--strict"])
     assert strict.exit_code != 0 and "needs at least 7 patients" in str(strict.exception)
+
+
+def test_a_run_in_which_no_encoder_could_run_fails(tmp_path: Path, nsclc_root: Path) -> None:
+    """Scripts chain on the exit code: when every encoder was skipped, nothing was evaluated."""
+    store = tmp_path / "store"
+    write_table(store, nsclc_root, "toy-few", limit=4)
+    result = CliRunner().invoke(app, ["run", "task3", "--epochs", "2", "--store", str(store)])
+    assert result.exit_code != 0
+    assert "skipped for encoder toy-few" in result.stderr
+    assert "no encoder could run task task3" in str(result.exception)
+
+
+@pytest.mark.parametrize("device, reason", [("cuda", "no CUDA device"), ("gpu0", "not a torch device")])
+def test_an_unusable_device_is_a_one_line_error(tmp_path: Path, nsclc_root: Path, monkeypatch, device: str, reason: str) -> None:
+    monkeypatch.setattr(run_mod.torch.cuda, "is_available", lambda: False)
+    store = tmp_path / "store"
+    write_table(store, nsclc_root, "toy-slice")
+    result = CliRunner().invoke(app, ["run", "task3", "--epochs", "1", "--store", str(store), "--device", device])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, ClearbenchError) and reason in str(result.exception)
+    assert "--device cpu" in str(result.exception)
+
+
+def test_strict_run_stops_at_the_first_bad_input_and_prints_it_once(
+    tmp_path: Path, nsclc_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = Path(shutil.copytree(nsclc_root, tmp_path / "nsclc"))
+    clinical = next(root.rglob("*clinical*.csv"))
+    last = clinical.read_text().rstrip("\n").splitlines()[-1]
+    with clinical.open("a") as fh:
+        fh.write("LUNG1-999" + last[last.index(","):] + "\n")  # a patient without CT: an error of the reader
+    store = tmp_path / "store"
+    write_table(store, root, "toy-slice")
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "task3", "--strict", "--epochs", "1", "--store", str(store), "--root", str(root)])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("LUNG1-999") == 1 and err.strip().startswith("error: ")
 
 
 def _embed_and_run(tmp_path: Path, dataset: str, task: str, root: Path | None = None):

@@ -204,6 +204,15 @@ def test_tables_info_optimize_rm(store):
         store.info("ds__enc")
 
 
+def test_overwrite_never_drops_a_table_that_is_not_an_embedding_table(store):
+    # `clearbench embed --table runs --overwrite` must not delete the run results kept in the same store.
+    connect(store.path).create_table("runs", data=pa.table({"run": ["a", "b"]}))
+    for overwrite in (False, True):
+        with pytest.raises(ClearbenchError, match="'runs' .* is not an embedding table"):
+            store.open_for_writing("runs", DIM, PROV, BOTH, overwrite=overwrite)
+    assert connect(store.path).open_table("runs").to_arrow()["run"].to_pylist() == ["a", "b"]
+
+
 def test_table_names_are_safe_and_tables_list_past_ten(store):
     assert EmbeddingStore.table_name("deeplesion", "mambaout-femto-random") == "deeplesion__mambaout-femto-random"
     assert EmbeddingStore.table_name("my cohort", "enc/v2") == "my_cohort__enc_v2"

@@ -29,12 +29,18 @@ def test_synth_writes_a_cohort_its_reader_opens(tmp_path: Path, dataset: str, n:
     assert not reader.problems.errors
 
 
-def test_synth_refuses_a_folder_that_holds_a_cohort(tmp_path: Path) -> None:
-    args = ["synth", "deeplesion", "--out", str(tmp_path / "dl"), "--scans", "1"]
+@pytest.mark.parametrize(
+    ("dataset", "name"), [("deeplesion", "DeepLesion"), ("radchest", "RAD-ChestCT"), ("nsclc", "NSCLC-Radiomics")]
+)
+def test_synth_refuses_a_folder_that_holds_a_cohort(tmp_path: Path, dataset: str, name: str) -> None:
+    args = ["synth", dataset, "--out", str(tmp_path / dataset), "--scans", "1", "--size", "32"]
     assert runner.invoke(app, args).exit_code == 0
-    again = runner.invoke(app, args)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    # Another seed, so that a writer that went ahead would add files (a second NSCLC manifest folder).
+    again = runner.invoke(app, [*args, "--seed", "1"])
     assert again.exit_code != 0 and isinstance(again.exception, ClearbenchError)
-    assert "already holds a DeepLesion cohort" in str(again.exception)
+    assert f"already holds a {name} cohort" in str(again.exception)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
 def test_synth_rejects_an_unknown_dataset(tmp_path: Path) -> None:

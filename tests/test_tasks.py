@@ -105,6 +105,15 @@ def test_user_cards_join_the_registry_and_bad_ones_are_reported() -> None:
         get_task("broken")
 
 
+def test_a_copied_card_that_keeps_its_name_says_why_it_is_ignored() -> None:
+    """The README says to copy tasks/task1.toml; a copy that keeps name = "task1" is shadowed by the built-in."""
+    builtin = get_task("task1")
+    copy = Path(builtin.source).read_text().replace('dataset = "deeplesion"', 'dataset = "nifti"')
+    _write(user_card_dir("tasks"), "my-lesions", copy)
+    with pytest.raises(InputError, match=r"my-lesions\.toml: task 'task1' is already defined"):
+        get_task("my-lesions")
+
+
 def test_plugin_task_from_entry_point() -> None:
     card = get_task("example-tiny")
     assert card.dataset == "nifti" and card.type == "binary" and card.protocol.folds == 3

@@ -187,3 +187,28 @@ def test_predict_aligns_attention_with_instance_rows() -> None:
         alone_logits, alone_att = model.eval()(bags.features[bags.offsets[i] : bags.offsets[i + 1]].unsqueeze(0))
         torch.testing.assert_close(torch.from_numpy(preds.attention_of(i)), alone_att[0], rtol=1e-5, atol=1e-6)
         assert preds.prob[i, 0] == pytest.approx(torch.sigmoid(alone_logits[0, 0]).item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("loss, n_labels", [("bce", 8), ("ce", 1)])
+def test_train_and_validation_losses_are_on_one_scale(loss: str, n_labels: int) -> None:
+    """The stored curves compare train with validation loss; both are the mean over bags and labels.
+
+    With lr 0 and no dropout the model never changes, so the first epoch's training loss on the same bags
+    is the validation loss (a per-bag sum over 8 labels would read 8 times larger, like overfitting).
+    """
+    bags, _ = key_instance_bags(n_bags=40, n_labels=n_labels, seed=9)
+    cfg = TrainConfig(loss=loss, lr=0.0, weight_decay=0.0, batch_size=8, max_epochs=1)  # type: ignore[arg-type]
+    n_out = cfg.n_out(n_labels)
+    result = fit(lambda: build_head("abmil", bags.dim, n_out, hidden=16, attention_dim=16, dropout=0.0), bags, bags, cfg, seed=0)
+    assert result.val_loss[0] == pytest.approx(result.train_loss[0], rel=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: `clearbench run --device auto` picks it")
+def test_a_fold_trains_and_predicts_on_cuda_from_bags_in_host_memory() -> None:
+    """run_fold keeps the bags on the CPU and fit moves its copies to the GPU; predict must move its own."""
+    bags, _ = key_instance_bags(n_bags=60, seed=10)
+    fold = _folds(bags)[0]
+    cfg = TrainConfig(lr=1e-3, batch_size=16, max_epochs=2, device="cuda")
+    result = run_fold(bags, fold, ABMIL_SPEC, cfg, ["label"], seed=0)
+    assert result.test.prob.shape == (len(fold.test), 1) and np.isfinite(result.test.prob).all()
+    assert result.test.attention is not None and len(result.test.attention) == int(bags.lengths[fold.test].sum())

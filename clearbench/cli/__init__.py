@@ -49,23 +49,19 @@ for _name in _COMMAND_MODULES:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the console script: one-line errors unless --debug."""
+    """Entry point of the console script: one-line errors unless --debug.
+
+    typer runs in standalone mode, so usage errors, help, Ctrl-C and exit codes are handled as typer
+    handles them (its click is vendored in recent versions, so clearbench does not catch click's classes);
+    a :class:`ClearbenchError` passes through it and is printed here as one line.
+    """
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="clearbench")
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise  # a command that succeeded returns, so that callers in the same process go on
     except ClearbenchError as exc:
         if state.debug:
             raise
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(1)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err_console.print("aborted")
-        sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise

@@ -90,7 +90,7 @@ def pretrain(
     console.print(f"  weights  {escape(str(result.weights))}")
     console.print(f"  card     {escape(str(result.card_path))}")
     if problems.errors:
-        console.print(f"  [yellow]{len(problems.errors)} scan(s) skipped[/] (see the errors above)")
+        console.print(f"  [yellow]{len(problems.errors)} input error(s)[/]: those scans or slices were left out (see above)")
     console.print(f"next: clearbench embed --encoder {result.card_name} --dataset <dataset>")
 
 

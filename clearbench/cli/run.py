@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from clearbench.cli.common import console, err_console, print_json_line, print_problem
+from clearbench.errors import ClearbenchError
 
 if TYPE_CHECKING:
     from clearbench.mil.train import EpochInfo
@@ -111,13 +112,17 @@ def run(
 ) -> None:
     """Train and evaluate TASK on stored embeddings; results go to the store, a summary to the terminal."""
     from clearbench.protocols.run import exclusion_lines, group_exclusions, run_task
-    from clearbench.scans.problems import ProblemLog
+    from clearbench.scans.problems import Problem, ProblemLog
 
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
-    problems = ProblemLog(strict=strict, on_problem=print_problem)
+    def show(problem: Problem) -> None:
+        if not (strict and problem.severity == "error"):  # a strict error is raised, and printed once, by the CLI
+            print_problem(problem)
+
+    problems = ProblemLog(strict=strict, on_problem=show)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -137,6 +142,11 @@ def run(
             store=store,
             progress=RichRunProgress(progress),
             problems=problems,
+        )
+    if not results:
+        raise ClearbenchError(
+            f"no encoder could run task {task}: each was skipped for the reason reported above; "
+            "embed more scans or pass --encoder with one that has them"
         )
     noted: set[str] = set()
     for r in results:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from enum import Enum
 from importlib import import_module
 from pathlib import Path
@@ -29,14 +28,10 @@ def synth(
 ) -> None:
     """Write a synthetic DeepLesion, RAD-ChestCT or NSCLC-Radiomics cohort of phantom CTs."""
     write_cohort = import_module(f"clearbench.scans.synth.{dataset.value}").write_cohort
-    accepts_progress = "progress" in inspect.signature(write_cohort).parameters
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=err_console, transient=True) as bar:
-        task = bar.add_task(f"writing {dataset.value}", total=scans if accepts_progress else None)
-        if accepts_progress:
-            root = write_cohort(out, scans, seed, size=size, progress=lambda n: bar.advance(task, n))
-        else:
-            root = write_cohort(out, scans, seed, size=size)
+        task = bar.add_task(f"writing {dataset.value}", total=scans)
+        root = write_cohort(out, scans, seed, size=size, progress=lambda n: bar.advance(task, n))
     console.print(
         f"wrote {scans} synthetic {dataset.value} scan(s) to {escape(str(root))}\n"
         f"next: clearbench scans --dataset {dataset.value} --root {escape(str(root))}",

@@ -109,20 +109,26 @@ def probabilities(logits: torch.Tensor, kind: LossKind) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_loss(model: nn.Module, bags: BagSet, cfg: TrainConfig) -> float:
-    """Mean per-bag loss on ``bags`` in eval mode; early stopping reads only this, on validation bags."""
+    """Loss on ``bags`` in eval mode, reduced like the training loss (the mean over bags, and over labels
+    for BCE) so that the two curves compare; early stopping reads only this, on validation bags."""
     model.eval()
     total = 0.0
     for index in sorted_batches(bags.lengths, cfg.batch_size):
         batch = make_batch(bags, index)
         logits, _ = model(batch.x, batch.mask)
         total += float(loss_fn(logits, batch.y, cfg.loss, reduction="sum"))
-    return total / max(len(bags), 1)
+    per_bag = 1 if cfg.loss == "ce" else bags.targets.shape[1]
+    return total / max(len(bags) * per_bag, 1)
 
 
 @torch.no_grad()
 def predict(model: nn.Module, bags: BagSet, cfg: TrainConfig) -> Predictions:
-    """Probabilities and attention weights for every bag, in the order of ``bags``."""
+    """Probabilities and attention weights for every bag, in the order of ``bags``.
+
+    The bags are moved to ``cfg.device``, where :func:`fit` left the model; the outputs come back on the CPU.
+    """
     model.eval()
+    bags = bags.to(cfg.device)
     n = len(bags)
     n_labels = bags.targets.shape[1]
     prob = torch.empty((n, n_labels), dtype=torch.float32)

@@ -267,6 +267,20 @@ class StreamingSlices(IterableDataset):
         rng = np.random.default_rng(sample_seed(self.seed, self.epoch, self.rank, stream, 2))
         buffer: list[tuple[np.ndarray, int, int]] = []  # (volume, scan position, slice index)
         produced, cycle = 0, 0
+
+        def take(keep: int) -> Iterator[dict[str, Any]]:
+            """Items from random places in the buffer until ``keep`` slices are left or the quota is met."""
+            nonlocal produced
+            while len(buffer) > keep and produced < quota:
+                j = int(rng.integers(len(buffer)))
+                buffer[j], buffer[-1] = buffer[-1], buffer[j]
+                vol, scan_pos, z = buffer.pop()
+                # A resumed run replays its stream up to where it stopped, without augmenting.
+                if produced >= skip:
+                    seed = sample_seed(self.seed, self.epoch, self.rank, stream, produced, 3)
+                    yield self.item(vol[z], self.index.boxes[scan_pos].get(z, ()), seed)
+                produced += 1
+
         while produced < quota:
             loaded_any = False
             for s in self._scan_order(stream, cycle):
@@ -276,17 +290,12 @@ class StreamingSlices(IterableDataset):
                     continue  # reported in the index pass; a file that broke since is skipped
                 loaded_any = True
                 buffer.extend((volume, s, z) for z in range(volume.shape[0]))
-                while len(buffer) >= self.buffer_size and produced < quota:
-                    j = int(rng.integers(len(buffer)))
-                    buffer[j], buffer[-1] = buffer[-1], buffer[j]
-                    vol, scan_pos, z = buffer.pop()
-                    # A resumed run replays its stream up to where it stopped, without augmenting.
-                    if produced >= skip:
-                        seed = sample_seed(self.seed, self.epoch, self.rank, stream, produced, 3)
-                        yield self.item(vol[z], self.index.boxes[scan_pos].get(z, ()), seed)
-                    produced += 1
+                yield from take(self.buffer_size - 1)
                 if produced >= quota:
                     return
             if not loaded_any:
                 raise RuntimeError(f"stream {stream} of rank {self.rank}: none of its scans could be read")
+            # End of a pass over the scans: use up the buffer before reading any scan again, so that every
+            # slice of the pass is drawn once before any is drawn twice.
+            yield from take(0)
             cycle += 1

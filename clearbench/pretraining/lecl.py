@@ -15,8 +15,8 @@ Decisions where the paper is silent, and how they compare with CLEAR's code (``s
   (it scales the logits); the two agree only at λ = 1.
 - A batch without lesion slices has no term (``Σ_j`` over an empty set is 0) and the loss is plain InfoNCE.
 - The crop is centred on the box centre and shifted back inside the image when it would cross the border,
-  so it always contains the centre and never needs padding. (CLEAR's code centres on the box's top-left
-  corner and lets the crop leave the image.)
+  so it always contains the centre and never needs padding. (CLEAR's code reads DeepLesion's ``x1, y1, x2,
+  y2`` as left, bottom, right, top, so it centres on the corner ``(x1, y2)``, and lets the crop leave the image.)
 """
 
 from __future__ import annotations

@@ -151,7 +151,8 @@ class _Run:
     def __init__(self, config: PretrainConfig, ctx: D.DistContext, problems: ProblemLog | None) -> None:
         self.config = config
         self.ctx = ctx
-        # Only rank 0 reports problems; the others keep theirs quiet (they see the same scans).
+        # Only rank 0 reports problems; the others keep theirs quiet (they see the same scans, except when
+        # streaming, where :meth:`_index` hands their findings to rank 0).
         if problems is None or not ctx.is_main:
             problems = ProblemLog(strict=config.strict)
         self.problems = problems
@@ -185,11 +186,17 @@ class _Run:
                 return index, [by_id[s] for s in index.scan_ids], None
         # Streaming needs no pixels kept, so the ranks split the indexing pass; caching needs them all.
         share = records[ctx.rank :: ctx.world] if cfg.cache == "stream" else records
+        reported = len(self.problems.problems)
         with self._progress() as progress:
             task = progress.add_task("indexing scans", total=len(share), ips="", loss="")
             index, kept, volumes = index_cohort(reader, share, cache_bytes, lambda: progress.advance(task))
         if cfg.cache == "stream":
-            parts = D.gather_objects(ctx, (index.to_json(), [r.scan_id for r in kept]))
+            found = [p.to_dict() for p in self.problems.problems[reported:]]
+            parts = D.gather_objects(ctx, (index.to_json(), found))
+            if ctx.is_main:  # the other ranks read other scans: their unreadable ones are reported here
+                others = [p for rank, (_, problems) in enumerate(parts) if rank != ctx.rank for p in problems]
+                for p in others:
+                    self.problems.report(p["path"], p["reason"], p["scan_id"], p["severity"])
             order = {r.scan_id: i for i, r in enumerate(records)}
             merged = sorted(
                 ((sid, n, boxes) for part, _ in parts for sid, n, boxes in zip(part["scan_ids"], part["n_slices"], part["boxes"])),
@@ -234,6 +241,9 @@ class _Run:
             loader = DataLoader(dataset, batch_size=local, sampler=source, num_workers=cfg.workers, drop_last=True,
                                 pin_memory=pin, persistent_workers=cfg.workers > 0)
         else:
+            # The index pass reported each unreadable scan or slice once; streaming decodes every scan again
+            # each epoch, on every rank and worker, and must not report them all over again.
+            reader.problems = ProblemLog()
             source = StreamingSlices(reader, kept, index, item, seed=cfg.seed, rank=ctx.rank, world=ctx.world,
                                      workers=cfg.workers, batch_size=local, steps_per_epoch=steps,
                                      buffer_size=cfg.buffer_size)

@@ -101,6 +101,12 @@ def _none_if_nan(x: float) -> float | None:
 def _resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise ClearbenchError(f"--device {device}: not a torch device; use --device cpu, cuda, cuda:N or auto") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ClearbenchError(f"--device {device}: no CUDA device is available to torch; use --device cpu (or auto)")
     return device
 
 
@@ -151,8 +157,15 @@ def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def run_config(card: TaskCard, enc: EncoderTable, seed: int, epochs: int | None, bags: BagSet) -> dict[str, Any]:
-    """Everything that determines a run's numbers, as plain data; its hash keys reusable folds."""
+def run_config(
+    card: TaskCard, enc: EncoderTable, seed: int, epochs: int | None, bags: BagSet, folds: Sequence[Fold] = ()
+) -> dict[str, Any]:
+    """Everything that determines a run's numbers, as plain data; its hash keys reusable folds.
+
+    The data enter by content: the vectors themselves (a table re-embedded in place keeps its scans, slice
+    counts and provenance, but not its vectors), and the folds as drawn (a newer scikit-learn or another
+    official split changes them without changing the card).
+    """
     head = card.head_for(enc.kind)
     return {
         "task": card.to_dict(),
@@ -163,6 +176,8 @@ def run_config(card: TaskCard, enc: EncoderTable, seed: int, epochs: int | None,
         "training": {**card.to_dict()["training"], "max_epochs": epochs or card.training.max_epochs},
         "seed": seed,
         "data": _hash([bags.scan_ids, bags.patient_ids, bags.targets.tolist(), bags.lengths.tolist()]),
+        "vectors": hashlib.sha256(np.ascontiguousarray(bags.features.cpu().numpy())).hexdigest(),
+        "folds": _hash([[f.train.tolist(), f.val.tolist(), f.test.tolist()] for f in folds]),
         "clearbench_version": __version__,
     }
 
@@ -279,7 +294,7 @@ def run_encoder(
     protocol = replace(card.protocol, seed=seed)
     folds: list[Fold] = make_folds(protocol, bags.patient_ids, bags.targets.numpy(), [split_of[s] for s in bags.scan_ids])
 
-    config = run_config(card, enc, seed, epochs, bags)
+    config = run_config(card, enc, seed, epochs, bags, folds)
     config_hash = _hash(config)
     if rerun:
         results.delete_config(config_hash)

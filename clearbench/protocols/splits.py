@@ -37,12 +37,6 @@ class Fold:
     test: np.ndarray
     stratified: bool = True
 
-    def role_of(self, n_scans: int) -> np.ndarray:
-        """``(n_scans,)`` array of "train", "val", "test" or "" (unused) per scan index."""
-        roles = np.full(n_scans, "", dtype=object)
-        roles[self.train], roles[self.val], roles[self.test] = "train", "val", "test"
-        return roles
-
 
 class _Patients:
     """Scans grouped by patient, with patient-level labels (any positive scan makes a positive patient)."""
@@ -84,20 +78,31 @@ def _kfold(y: np.ndarray, k: int, seed: int) -> tuple[list[np.ndarray], bool]:
     return parts, stratified
 
 
-def _holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, bool]:
-    """A seeded (rest, held-out) split of ``range(len(y))``, stratified on ``y`` when it allows."""
+def _holdout(y: np.ndarray, fraction: float, seed: int, min_rest: int = 1) -> tuple[np.ndarray, np.ndarray, bool]:
+    """A seeded (rest, held-out) split of ``range(len(y))``, stratified on ``y`` when it allows.
+
+    ``min_rest`` is how many patients the rest needs (the folds cut from it). On a handful of patients a
+    stratified split can be impossible (sklearn needs at least one patient of each class on each side) or
+    can miss the requested size (iterative stratification trades size for label balance, down to holding
+    out nobody); then the split is a plain seeded shuffle of exactly the requested size.
+    """
     x = np.zeros(len(y))
     n_held = int(round(fraction * len(y)))
-    if n_held < 1 or n_held >= len(y):
-        raise ClearbenchError(f"cannot hold out {fraction:.0%} of {len(y)} patients: too few patients")
-    stratified = _can_stratify(y, 2)
+    if n_held < 1 or len(y) - n_held < min_rest:
+        raise ClearbenchError(
+            f"cannot hold out {fraction:.0%} of {len(y)} patients and keep at least {min_rest} for training: "
+            "too few patients; add patients or change the fraction in the task card's [protocol]"
+        )
+    stratified = _can_stratify(y, 2) and (y.shape[1] > 1 or min(n_held, len(y) - n_held) >= 2)
+    if stratified:
+        if y.shape[1] == 1:
+            splitter = StratifiedShuffleSplit(1, test_size=n_held, random_state=seed)
+        else:
+            splitter = MultilabelStratifiedShuffleSplit(1, test_size=n_held, random_state=seed)
+        rest, held = next(splitter.split(x, y[:, 0] if y.shape[1] == 1 else y))
+        stratified = len(held) >= 1 and len(rest) >= min_rest
     if not stratified:
-        splitter = ShuffleSplit(1, test_size=n_held, random_state=seed)
-    elif y.shape[1] == 1:
-        splitter = StratifiedShuffleSplit(1, test_size=n_held, random_state=seed)
-    else:
-        splitter = MultilabelStratifiedShuffleSplit(1, test_size=n_held, random_state=seed)
-    rest, held = next(splitter.split(x, y[:, 0] if y.shape[1] == 1 else y))
+        rest, held = next(ShuffleSplit(1, test_size=n_held, random_state=seed).split(x))
     return np.sort(rest), np.sort(held), stratified
 
 
@@ -124,7 +129,7 @@ def holdout_kfold(
             )
         holdout_stratified = True
     else:
-        rest, held, holdout_stratified = _holdout(pats.y, spec.test_fraction, spec.seed)
+        rest, held, holdout_stratified = _holdout(pats.y, spec.test_fraction, spec.seed, min_rest=spec.folds)
     parts, cv_stratified = _kfold(pats.y[rest], spec.folds, spec.seed)
     test = pats.scans_of(held)
     folds = []

@@ -55,25 +55,8 @@ def read_nifti_ct(path: Path, scan_id: str, patient_id: str, problems: ProblemLo
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types for a broken or truncated file
         raise InputError(path, f"not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
 
-    values = data.astype(np.float64, copy=False)
-    finite = np.isfinite(values)
-    if not finite.any():
-        raise InputError(path, "the volume holds no finite value (all NaN or infinite)")
-    if not finite.all():
-        problems.report(
-            path,
-            f"{int((~finite).sum())} NaN/infinite voxel(s) set to {NAN_FILL_HU} HU",
-            scan_id=scan_id,
-            severity="warning",
-        )
-        values = np.where(finite, values, NAN_FILL_HU)
-    values = np.rint(values)
-    clipped = int(np.count_nonzero((values < _INT16.min) | (values > _INT16.max)))
-    if clipped:
-        problems.report(
-            path, f"{clipped} voxel(s) outside the int16 HU range were clipped", scan_id=scan_id, severity="warning"
-        )
-    if values.min() >= 0 and values.max() > 1500:
+    hu = _int16_hu(data, path, scan_id, problems)
+    if hu.min() >= 0 and hu.max() > 1500:
         problems.report(
             path,
             "no negative values: this looks like raw CT numbers rather than HU (is an intercept of -1024 missing?)",
@@ -83,7 +66,7 @@ def read_nifti_ct(path: Path, scan_id: str, patient_id: str, problems: ProblemLo
 
     # Canonical (RAS+) voxel axes point to the patient's right, anterior and superior. Display order
     # [Z, Y, X] is z = +k (superior), rows = -j (anterior → posterior), columns = -i (right → left).
-    hu = np.clip(values, _INT16.min, _INT16.max).astype(np.int16).transpose(2, 1, 0)[:, ::-1, ::-1]
+    hu = hu.transpose(2, 1, 0)[:, ::-1, ::-1]
     zooms = [float(z) for z in canonical.header.get_zooms()[:3]]
     affine = canonical.affine
     z_mm = affine[2, 3] + affine[2, 2] * np.arange(hu.shape[0], dtype=np.float64)
@@ -97,6 +80,41 @@ def read_nifti_ct(path: Path, scan_id: str, patient_id: str, problems: ProblemLo
         z_mm=z_mm,
         meta={"source": str(path), "orientation": "".join(nib.aff2axcodes(img.affine))},
     )
+
+
+def _int16_hu(data: np.ndarray, path: Path, scan_id: str, problems: ProblemLog) -> np.ndarray:
+    """The volume as int16 HU, with NaN voxels filled and out-of-range ones clipped (each reported once).
+
+    Integer data (the usual CT export: int16 without scaling, which nibabel hands over unscaled) is cast
+    directly; only scaled or float data goes through float64, whose temporaries cost ten times the volume.
+    """
+    if np.issubdtype(data.dtype, np.integer):
+        lo, hi = int(data.min()), int(data.max())
+        if _INT16.min <= lo and hi <= _INT16.max:
+            return data.astype(np.int16, copy=False)
+        wide = data.astype(np.int64)
+        clipped = int(np.count_nonzero((wide < _INT16.min) | (wide > _INT16.max)))
+        values: np.ndarray = wide
+    else:
+        values = data.astype(np.float64, copy=False)
+        finite = np.isfinite(values)
+        if not finite.any():
+            raise InputError(path, "the volume holds no finite value (all NaN or infinite)")
+        if not finite.all():
+            problems.report(
+                path,
+                f"{int((~finite).sum())} NaN/infinite voxel(s) set to {NAN_FILL_HU} HU",
+                scan_id=scan_id,
+                severity="warning",
+            )
+            values = np.where(finite, values, NAN_FILL_HU)
+        values = np.rint(values)
+        clipped = int(np.count_nonzero((values < _INT16.min) | (values > _INT16.max)))
+    if clipped:
+        problems.report(
+            path, f"{clipped} voxel(s) outside the int16 HU range were clipped", scan_id=scan_id, severity="warning"
+        )
+    return np.clip(values, _INT16.min, _INT16.max).astype(np.int16)
 
 
 class NiftiCohortReader(CohortReader):

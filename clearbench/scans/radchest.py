@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import re
 import zipfile
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,9 @@ NOMINAL_SPACING_MM = 0.8
 LABEL_CSV_GLOBS = ("*_Abnormality_and_Location_Labels*.csv", "*_BinaryLabels*.csv")
 META_CSV_GLOBS = ("CT_Scan_Metadata*.csv", "Extrema*.csv")
 _NAME = re.compile(r"^(trn|val|tst)\d+$")
+# What a damaged .npz raises: a broken zip directory, a short file, or a corrupt deflate stream (zlib.error,
+# which is no OSError) inside an intact directory.
+NPZ_ERRORS = (zipfile.BadZipFile, OSError, ValueError, EOFError, zlib.error)
 
 
 def _find(root: Path, patterns: Iterable[str]) -> list[Path]:
@@ -71,7 +75,7 @@ def npz_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
                 shape, _, dtype = read(fh)
     except InputError:
         raise
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+    except NPZ_ERRORS as exc:
         raise InputError(path, f"not a readable .npz file (truncated or corrupt): {exc}") from None
     return tuple(shape), np.dtype(dtype)
 
@@ -245,7 +249,7 @@ class RadChestReader(DatasetReader):
                 ct = npz["ct"]
         except InputError:
             raise
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        except NPZ_ERRORS as exc:
             raise InputError(path, f"not a readable .npz file (truncated or corrupt): {exc}") from None
         if ct.ndim != 3 or 0 in ct.shape:
             raise InputError(path, f"'ct' has shape {ct.shape}; a volume is [slices, rows, cols]")

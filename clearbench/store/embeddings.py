@@ -272,11 +272,12 @@ class EmbeddingStore:
         """
         provenance = {**provenance, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         windows = list(windows)
-        if overwrite:
-            self.db.drop_table(name, ignore_missing=True)
+        # Checked before --overwrite drops anything: the results tables (runs, predictions) share this store.
         existing = dbmod.open_table(self.db, name)
         if existing is not None and not is_embedding_schema(existing.schema):
             raise ClearbenchError(f"table '{name}' in {self.path} is not an embedding table; choose another name with --table")
+        if overwrite and existing is not None:
+            self.db.drop_table(name, ignore_missing=True)
         table = dbmod.open_or_create(self.db, name, embedding_schema(dim, provenance, windows))
         fix = f"embed into a new table with --table NAME, or replace '{name}' with --overwrite"
         stored_dim = schema_dim(table.schema)

@@ -1,8 +1,8 @@
 """Run results in the same LanceDB store as the embeddings: runs, folds, metrics and predictions.
 
 Four tables, all keyed by the run's *config hash* (task card, encoder provenance, head, training recipe,
-seed, the labelled scans and the clearbench version), so that re-running the same configuration finds
-the folds it already finished:
+seed, the labelled scans, their vectors, the folds as drawn and the clearbench version), so that re-running
+the same configuration finds the folds it already finished, and nothing else:
 
 - ``runs``: one row per ``clearbench run`` invocation and encoder: config, config hash, seed, encoder
   provenance, clearbench version, start and end times, excluded scans, reused folds and the summary

@@ -97,7 +97,8 @@ def get_task(name: str | Path) -> TaskCard:
     cards = task_cards(problems)
     if str(name) in cards:
         return cards[str(name)]
-    for problem in problems.errors:
+    # A card file of that name that failed validation, or was shadowed by an earlier card of its name.
+    for problem in problems.problems:
         if Path(problem.path).stem == str(name) or problem.path.endswith(f" {name}"):
             raise InputError(problem.path, problem.reason)
     known = ", ".join(sorted(cards)) or "none"

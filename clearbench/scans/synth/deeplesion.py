@@ -27,16 +27,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from clearbench.scans.deeplesion import DL_COLUMNS
 from clearbench.scans.scan import LESION_TYPES
 from clearbench.scans.synth import prepare_root
 from clearbench.scans.synth.phantom import Anatomy, PhantomLesion, place_lesion, render, sample_anatomy
 
-DL_COLUMNS: tuple[str, ...] = (
-    "File_name", "Patient_index", "Study_index", "Series_ID", "Key_slice_index", "Measurement_coordinates",
-    "Bounding_boxes", "Lesion_diameters_Pixel_", "Normalized_lesion_location", "Coarse_lesion_type",
-    "Possibly_noisy", "Slice_range", "Spacing_mm_px_", "Image_size", "DICOM_windows", "Patient_gender",
-    "Patient_age", "Train_Val_Test",
-)
 _TYPE_CODE = {name: code for code, name in LESION_TYPES.items()}
 # DeepLesion boxes are the RECIST extent padded by 5 px of a 512-px image.
 _BOX_PAD_512 = 5.0

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from clearbench.scans.nsclc import CLINICAL_COLUMNS
+from clearbench.scans.synth import prepare_root
 from clearbench.scans.synth.dicom_ct import SeriesIds, stable_uid, write_ct_series, write_rtstruct
 from clearbench.scans.synth.phantom import PhantomLesion, lung_tumour, place_lesion, render, sample_anatomy
 
@@ -212,9 +213,13 @@ def write_cohort(
 
     ``progress`` is called with 1 after each patient, for a progress bar.
     """
-    out = Path(out)
+    # A second cohort written into the same folder would add a second CT series to every patient and replace
+    # the clinical CSV, silently mixing two cohorts. Sizes down to 16 px still give a valid DICOM series (the
+    # reader tests use them); the CLI asks for 32 px, as for the other datasets.
+    out = prepare_root(out, n_scans, size, dataset="NSCLC-Radiomics", markers=("*Lung1.clinical*.csv", "manifest-*"),
+                       min_size=16)
     collection = out / f"manifest-{1603198545583 + seed}" / "NSCLC-Radiomics"
-    collection.mkdir(parents=True, exist_ok=True)
+    collection.mkdir(parents=True)
     stages = cohort_stages(n_scans, seed)
     metadata: list[dict[str, str]] = []
     clinical: list[dict[str, str]] = []
