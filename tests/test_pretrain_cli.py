@@ -18,6 +18,9 @@ from clearbench.encoders.weights import file_sha256
 from clearbench.errors import ClearbenchError
 from clearbench.pretraining.backbones import build_backbone
 from clearbench.pretraining.checkpoint import CHECKPOINT
+from clearbench.pretraining.config import PretrainConfig
+from clearbench.pretraining.export import PROVENANCE
+from clearbench.protocols.holdout import task_test_patients
 from clearbench.scans.registry import open_dataset
 from clearbench.scans.synth.deeplesion import write_cohort
 from clearbench.scans.windows import WINDOWS, apply_window
@@ -155,3 +158,31 @@ def test_streamed_run_reports_an_unreadable_slice_once(cohort: Path, tmp_path: P
     out = pretrain("--arch", "vit-convb", "--method", "moco", "--root", str(root), "--epochs", "1",
                    "--batch-size", "16", "--cache", "stream", "--tag", "badslice")
     assert out["finished"] and out["skipped_scans"] == 1
+
+
+def test_exclude_test_of_leaves_the_task_test_patients_out_of_pretraining(tmp_path: Path) -> None:
+    root = write_cohort(tmp_path / "dl", 16, seed=1, size=32)
+    reader = open_dataset("deeplesion", root)
+    held_out = task_test_patients("task1", reader.records(), reader.label_names)
+    assert held_out and len(held_out) < len({r.patient_id for r in reader.records()})
+    kept = [r for r in reader.records() if r.patient_id not in held_out]
+    out = pretrain("--arch", "mambaout", "--root", str(root), "--exclude-test-of", "task1", "--batch-size", "32",
+                   "--epochs", "1", "--out", str(tmp_path / "run"))
+    assert out["finished"]
+    record = json.loads((tmp_path / "run" / PROVENANCE).read_text())
+    assert record["excluded_test_patients"] == {"task1": len(held_out)}
+    assert record["scans"] == len(kept) < len(reader.records())
+
+
+def test_exclude_test_of_refuses_a_task_of_another_dataset(cohort: Path) -> None:
+    result = runner.invoke(app, ["pretrain", "--arch", "mambaout", "--root", str(cohort), "--exclude-test-of", "task2", *MICRO])
+    assert isinstance(result.exception, ClearbenchError)
+    assert "task task2 is on dataset 'radchest', not 'deeplesion'" in str(result.exception)
+
+
+def test_default_warmup_is_a_tenth_of_the_epochs_at_most_ten() -> None:
+    assert PretrainConfig("mambaout", epochs=2).warmup_epochs == pytest.approx(0.2)
+    assert PretrainConfig("mambaout", epochs=100).warmup_epochs == 10.0
+    assert PretrainConfig("mambaout", epochs=300).warmup_epochs == 10.0
+    with pytest.raises(ClearbenchError, match="does not fit"):
+        PretrainConfig("mambaout", epochs=2, warmup_epochs=5)

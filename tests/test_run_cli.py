@@ -18,6 +18,7 @@ from clearbench.cli import app, main
 from clearbench.cli.run import summary_table
 from clearbench.errors import ClearbenchError
 from clearbench.protocols.metrics import MACRO, FoldScores, Summary
+from clearbench.protocols.holdout import task_test_patients
 from clearbench.protocols.run import EncoderRun, run_task
 from clearbench.scans.registry import open_dataset
 from clearbench.scans.synth.nsclc import write_cohort
@@ -267,6 +268,11 @@ def test_task1_end_to_end_on_hu_hist_embeddings_of_a_synthetic_deeplesion_cohort
     assert all(sum(p["attention"]) == pytest.approx(1.0, abs=1e-5) for p in preds)
     run = _table(store, "runs")[0]
     assert json.loads(run["encoder_provenance"])["encoder"] == "hu-hist" and run["status"] == "complete"
+    # The test patients pretraining leaves out (--exclude-test-of task1) are exactly those this run tested on.
+    reader = open_dataset("deeplesion", tmp_path / "deeplesion")
+    patient_of = {r.scan_id: r.patient_id for r in reader.records()}
+    tested = {patient_of[p["scan_id"]] for p in preds}
+    assert tested == task_test_patients("task1", reader.records(), reader.label_names)
 
 
 def test_task2_end_to_end_on_hu_hist_embeddings_of_a_synthetic_radchest_cohort(tmp_path: Path) -> None:

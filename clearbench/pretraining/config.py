@@ -9,6 +9,8 @@ rate per 256 images: the optimizer uses ``lr * batch_size / 256`` (MoCo v3 and C
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -40,7 +42,7 @@ class PretrainConfig:
     batch_size: int = 256
     lr: float = 1e-4
     weight_decay: float = 0.1
-    warmup_epochs: float = 10.0
+    warmup_epochs: float | None = None  # None: a tenth of the epochs, at most 10 (MoCo v3 and the paper: 10 of 100)
     tau: float = 0.2
     momentum: float = 0.99
     proj_dim: int = 256
@@ -50,10 +52,11 @@ class PretrainConfig:
     lesion_scale: tuple[float, float] = (0.08, 1.0)
     windows: tuple[str, ...] = ("abdomen", "lung")
     splits: tuple[str, ...] | None = None
+    exclude_test_of: tuple[str, ...] = ()
     seed: int = 0
     tag: str | None = None
     out: str | None = None
-    workers: int = 4
+    workers: int | None = None  # None: one per CPU core, at most 4
     device: str = "auto"
     precision: str = "auto"
     cache: str = "auto"
@@ -69,6 +72,11 @@ class PretrainConfig:
         self.lesion_scale = tuple(float(v) for v in self.lesion_scale)  # type: ignore[assignment]
         self.windows = tuple(self.windows)
         self.splits = tuple(self.splits) if self.splits else None
+        if self.workers is None:
+            self.workers = min(4, os.cpu_count() or 1)
+        if self.warmup_epochs is None:
+            self.warmup_epochs = min(10.0, self.epochs / 10)
+        self.exclude_test_of = tuple(self.exclude_test_of)
         self.root = str(self.root) if self.root is not None else None
         self.out = str(self.out) if self.out is not None else None
         self.validate()

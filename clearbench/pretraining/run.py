@@ -158,6 +158,7 @@ class _Run:
         self.problems = problems
         self.run_dir = run_dir_of(config)
         self.console = Console(stderr=True, quiet=not (ctx.is_main and config.progress))
+        self.excluded_patients: dict[str, int] = {}  # task -> test patients left out of pretraining
 
     # -- data --------------------------------------------------------------------------------------
     def _records(self, reader: DatasetReader) -> list[ScanRecord]:
@@ -173,6 +174,34 @@ class _Run:
                 )
         if not records:
             raise ClearbenchError(f"no scans found for dataset '{self.config.dataset}' under {reader.root}")
+        return self._without_test_patients(reader, records)
+
+    def _without_test_patients(self, reader: DatasetReader, records: list[ScanRecord]) -> list[ScanRecord]:
+        """Leave out the patients that the ``exclude_test_of`` tasks test on, so a backbone never trains on
+        the images it is later evaluated on (the paper kept task 1's test patients out of pretraining)."""
+        from clearbench.protocols.holdout import task_test_patients
+        from clearbench.tasks.registry import get_task, list_tasks
+
+        if not self.config.exclude_test_of and not self.config.splits:
+            tested = [c.name for c in list_tasks() if c.dataset == self.config.dataset]
+            if tested:
+                self.console.print(
+                    f"note: pretraining on every patient of {self.config.dataset}, including the test patients of "
+                    f"{', '.join(tested)}; pass --exclude-test-of {tested[0]} to keep them out, as the paper did"
+                )
+        for name in self.config.exclude_test_of:
+            card = get_task(name)
+            if card.dataset != self.config.dataset:
+                raise ClearbenchError(
+                    f"task {card.name} is on dataset '{card.dataset}', not '{self.config.dataset}': "
+                    "--exclude-test-of takes tasks on the pretraining dataset"
+                )
+            patients = task_test_patients(card, reader.records(), reader.label_names)
+            self.excluded_patients[card.name] = len(patients)
+            records = [r for r in records if r.patient_id not in patients]
+            self.console.print(f"left out the {len(patients)} test patients of {card.name}")
+        if not records:
+            raise ClearbenchError(f"no scans of {self.config.dataset} are left once the test patients are left out")
         return records
 
     def _index(self, reader: DatasetReader, records: list[ScanRecord]) -> tuple[SliceIndex, list[ScanRecord], list | None]:
@@ -418,6 +447,7 @@ class _Run:
         return {
             "arch": cfg.arch, "variant": cfg.variant, "method": cfg.method, "lambda": cfg.lam,
             "epochs": cfg.epochs, "steps": steps, "dataset": cfg.dataset, "root": cfg.root, "splits": cfg.splits,
+            "excluded_test_patients": self.excluded_patients,
             "seed": cfg.seed, "world_size": self.ctx.world, "scans": len(index.scan_ids), "slices": index.total,
             "lesion_slices": index.n_lesion_slices, "settings": cfg.to_dict(), "epoch_losses": curve,
             "seconds_last_call": round(seconds, 1), "finished_at": datetime.now(timezone.utc).isoformat(),
