@@ -58,6 +58,7 @@ def test_builtin_cards_hold_the_papers_three_tasks() -> None:
         ('windows = ["bone"]', "windows"),
         ('dataset = "nowhere"', "dataset"),
         ('colour = "red"', "colour"),
+        ("hit_rate_k = -1", "hit_rate_k"),
         ('[protocol]\nkind = "nested-kfold"\nfolds = "five"', "protocol.folds"),
         ('[protocol]\nkind = "nested-kfold"\ntest_fraction = 0.2', "protocol.test_fraction"),
         ('[protocol]\nkind = "bootstrap"', "protocol.kind"),
@@ -81,6 +82,13 @@ def test_bad_card_gives_one_line_naming_file_and_field(tmp_path: Path, edit: str
     message = str(err.value)
     assert "\n" not in message
     assert message.startswith(str(path)) and f"field '{field}'" in message
+
+
+def test_hit_rate_k_defaults_to_two_and_stays_out_of_the_run_hash(tmp_path: Path) -> None:
+    assert get_task("task1").hit_rate_k == 2
+    card = load_card(_write(tmp_path, "wide", "hit_rate_k = 5\n" + MINIMAL))
+    assert card.hit_rate_k == 5
+    assert card.to_dict() == load_card(_write(tmp_path, "plain", MINIMAL)).to_dict() | {"name": "wide", "title": "wide"}
 
 
 def test_invalid_toml_names_the_file(tmp_path: Path) -> None:

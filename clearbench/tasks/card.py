@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from clearbench.config import read_toml
 from clearbench.errors import ClearbenchError, InputError
+from clearbench.explaining.hit_rate import DEFAULT_K
 from clearbench.protocols.spec import METRICS, PROTOCOLS, ProtocolSpec
 from clearbench.scans.windows import get_window
 
@@ -66,6 +67,9 @@ class TaskCard:
     training: TrainingSpec = TrainingSpec()
     heads: dict[str, HeadSpec] = field(default_factory=dict)
     metrics: tuple[str, ...] = METRICS
+    # ±k slices around a key slice that count as a hit for the attention hit rate. An analysis setting,
+    # not a training one: left out of to_dict(), so changing it never invalidates finished folds.
+    hit_rate_k: int = DEFAULT_K
     title: str = ""
     description: str = ""
     source: str = ""
@@ -184,7 +188,10 @@ class _Fields:
         return _Fields(self.source, value, f"{self.prefix}{key}.")
 
 
-_TOP = {"name", "title", "description", "dataset", "type", "labels", "windows", "metrics", "protocol", "training", "heads"}
+_TOP = {
+    "name", "title", "description", "dataset", "type", "labels", "windows", "metrics", "protocol", "training", "heads",
+    "hit_rate_k",
+}
 
 
 def card_from_dict(data: Mapping[str, Any], source: str, default_name: str | None = None) -> TaskCard:
@@ -227,6 +234,7 @@ def card_from_dict(data: Mapping[str, Any], source: str, default_name: str | Non
         training=_training(top.table("training")),
         heads=_heads(top.table("heads")),
         metrics=metrics,
+        hit_rate_k=top.integer("hit_rate_k", DEFAULT_K),
         title=top.string("title", name),
         description=description,
         source=source,
