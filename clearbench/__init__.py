@@ -30,6 +30,8 @@ _LAZY: dict[str, str] = {
     "list_cards": "clearbench.encoders.registry",
     "get_card": "clearbench.encoders.registry",
     "run_task": "clearbench.protocols.run",
+    "load_task_split": "clearbench.protocols.run",
+    "task_split": "clearbench.protocols.stored_split",
     "get_task": "clearbench.tasks.registry",
     "list_tasks": "clearbench.tasks.registry",
     "pretrain": "clearbench.pretraining",

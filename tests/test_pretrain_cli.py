@@ -20,6 +20,7 @@ from clearbench.pretraining.backbones import build_backbone
 from clearbench.pretraining.checkpoint import CHECKPOINT
 from clearbench.pretraining.config import PretrainConfig
 from clearbench.pretraining.export import PROVENANCE
+from clearbench.pretraining.run import SLICES
 from clearbench.protocols.holdout import task_test_patients
 from clearbench.scans.registry import open_dataset
 from clearbench.scans.synth.deeplesion import write_cohort
@@ -74,7 +75,8 @@ def test_checkpoint_card_embed_round_trip(cohort: Path) -> None:
     card = get_card("vit-convb-lecl0-roundtrip")
     assert card.source == "user" and card.path == home() / "encoders" / "vit-convb-lecl0-roundtrip.toml"
     assert card.weights.sha256 == file_sha256(Path(out["weights"])) and card.dim == 64
-    assert card.preprocessing["size"] == 64 and card.paper_name == "ViT-LECL-0"
+    # a backbone trained here follows the paper's ViT-LECL-0 recipe but is not the paper's row
+    assert card.preprocessing["size"] == 64 and card.paper_name is None and "ViT-LECL-0" in card.description
     assert "lambda=0" in card.description and "seed 0" in card.description
     provenance = json.loads((Path(out["run_dir"]) / "pretrain.json").read_text())
     assert provenance["method"] == "lecl" and provenance["lambda"] == 0 and provenance["dataset"] == "deeplesion"
@@ -161,17 +163,28 @@ def test_streamed_run_reports_an_unreadable_slice_once(cohort: Path, tmp_path: P
 
 
 def test_exclude_test_of_leaves_the_task_test_patients_out_of_pretraining(tmp_path: Path) -> None:
+    """Exactly the test patients of task 1's stored split are left out: the split every run of task 1 reads."""
     root = write_cohort(tmp_path / "dl", 16, seed=1, size=32)
     reader = open_dataset("deeplesion", root)
-    held_out = task_test_patients("task1", reader.records(), reader.label_names)
+    store = tmp_path / "store"
+    shown = runner.invoke(app, ["splits", "task1", "--root", str(root), "--store", str(store), "--json"])
+    assert shown.exit_code == 0, shown.output
+    split = json.loads(shown.stdout)
+    held_out = set(split["test_patients"])
+    assert held_out == task_test_patients("task1", reader.records(), reader.label_names, store=store)
     assert held_out and len(held_out) < len({r.patient_id for r in reader.records()})
     kept = [r for r in reader.records() if r.patient_id not in held_out]
-    out = pretrain("--arch", "mambaout", "--root", str(root), "--exclude-test-of", "task1", "--batch-size", "32",
-                   "--epochs", "1", "--out", str(tmp_path / "run"))
+    out = pretrain("--arch", "mambaout", "--root", str(root), "--exclude-test-of", "task1", "--store", str(store),
+                   "--batch-size", "32", "--epochs", "1", "--cache", "stream", "--out", str(tmp_path / "run"),
+                   "--paper-name", "My-LECL-0")
     assert out["finished"]
     record = json.loads((tmp_path / "run" / PROVENANCE).read_text())
     assert record["excluded_test_patients"] == {"task1": len(held_out)}
+    assert record["excluded_test_splits"] == {"task1": split["split_id"]}
     assert record["scans"] == len(kept) < len(reader.records())
+    used = json.loads((tmp_path / "run" / SLICES).read_text())["scan_ids"]
+    assert sorted(used) == sorted(r.scan_id for r in kept)
+    assert get_card(out["card"]).paper_name == "My-LECL-0"  # the user's explicit choice only
 
 
 def test_exclude_test_of_refuses_a_task_of_another_dataset(cohort: Path) -> None:

@@ -14,6 +14,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 import clearbench.protocols.run as run_mod
+import clearbench.protocols.stored_split as stored_split
 from clearbench.cli import app, main
 from clearbench.cli.run import summary_table
 from clearbench.errors import ClearbenchError
@@ -48,6 +49,7 @@ def write_table(
     limit: int | None = None,
     scale: float = 1.0,
     overwrite: bool = False,
+    skip: frozenset[str] = frozenset(),
 ) -> str:
     """An embedding table written through the store's API, with vectors that carry the stage label."""
     reader = open_dataset("nsclc", root)
@@ -58,6 +60,8 @@ def write_table(
     rng = np.random.default_rng(seed)
     scans = []
     for rec in reader.records()[:limit]:
+        if rec.scan_id in skip:
+            continue
         positive = rec.labels["stage_high"] == 1.0
         n = 1 if kind == "volume" else int(rng.integers(4, 12))
         vectors = rng.normal(size=(n, dim)).astype(np.float32)
@@ -141,15 +145,18 @@ def test_changed_vectors_or_splits_never_reuse_stale_folds(tmp_path: Path, nsclc
     changed = run_task("task3", root=nsclc_root, store=store, epochs=1, device="cpu")[0]
     assert changed.reused == [] and changed.config_hash != first.config_hash
 
-    real_make_folds = run_mod.make_folds
+    # Folds are drawn once per cohort and stored; a redraw (--resplit) that comes out differently is a
+    # split of its own, with its own id.
+    real_make_folds = stored_split.make_folds
 
     def swapped(*args, **kwargs):
         folds = real_make_folds(*args, **kwargs)
         return [replace(folds[0], test=folds[1].test, train=folds[1].train, val=folds[1].val), *folds[1:]]
 
-    monkeypatch.setattr(run_mod, "make_folds", swapped)
-    resplit = run_task("task3", root=nsclc_root, store=store, epochs=1, device="cpu")[0]
+    monkeypatch.setattr(stored_split, "make_folds", swapped)
+    resplit = run_task("task3", root=nsclc_root, store=store, epochs=1, device="cpu", resplit=True)[0]
     assert resplit.reused == [] and resplit.config_hash != changed.config_hash
+    assert resplit.split_id != changed.split_id and resplit.split.choice == "resplit"
 
 
 def test_killed_run_keeps_committed_folds_and_redoes_the_interrupted_one(tmp_path: Path, nsclc_root: Path, monkeypatch) -> None:
@@ -272,7 +279,7 @@ def test_task1_end_to_end_on_hu_hist_embeddings_of_a_synthetic_deeplesion_cohort
     reader = open_dataset("deeplesion", tmp_path / "deeplesion")
     patient_of = {r.scan_id: r.patient_id for r in reader.records()}
     tested = {patient_of[p["scan_id"]] for p in preds}
-    assert tested == task_test_patients("task1", reader.records(), reader.label_names)
+    assert tested == task_test_patients("task1", reader.records(), reader.label_names, store=store)
 
 
 def test_task2_end_to_end_on_hu_hist_embeddings_of_a_synthetic_radchest_cohort(tmp_path: Path) -> None:

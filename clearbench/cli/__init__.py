@@ -32,6 +32,7 @@ _COMMAND_MODULES = (
     "embed",
     "store",
     "tasks",
+    "splits",
     "run",
     "pretrain",
 )

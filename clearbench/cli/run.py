@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -17,6 +18,10 @@ if TYPE_CHECKING:
     from clearbench.mil.train import EpochInfo
     from clearbench.protocols.metrics import FoldScores, Summary
     from clearbench.protocols.run import EncoderRun
+    from clearbench.protocols.stored_split import StoredSplit
+
+RESPLIT_HELP = "The cohort changed since the task's split was stored: draw a new split (runs on the old one keep its id)."
+KEEP_SPLIT_HELP = "The cohort changed since the task's split was stored: keep that split (new scans are left out and listed)."
 
 
 class RichRunProgress:
@@ -71,6 +76,17 @@ def _cell(s: "Summary", n_folds: int) -> str:
     return text + (f" [dim](n={s.n})[/]" if s.n < n_folds else "")
 
 
+def split_notes(split: "StoredSplit") -> list[str]:
+    """What the user should know about the task's split: that it was just drawn, or kept for a changed cohort."""
+    size = f"{split.n_folds} folds, {len(split.patient_of)} scans, {len(set(split.patient_of.values()))} patients"
+    if split.choice in ("drawn", "resplit"):
+        verb = "drew and stored" if split.choice == "drawn" else "drew and stored a new"
+        return [f"{split.task}: {verb} split {split.split_id} ({size}); every run of {split.task} uses it"]
+    if split.change:
+        return [f"{split.task}: kept split {split.split_id} ({size}) for a changed cohort: {split.change.describe()}"]
+    return []
+
+
 def summary_table(r: "EncoderRun") -> Table:
     """Rows are labels and the macro average; cells are mean ± std over folds in percent, like the paper.
 
@@ -109,6 +125,8 @@ def run(
     store: Optional[Path] = typer.Option(None, "--store", help="The LanceDB store (default: CLEARBENCH_HOME/store)."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad input instead of reporting it and going on."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON summary per encoder instead of tables."),
+    resplit: bool = typer.Option(False, "--resplit", help=RESPLIT_HELP),
+    keep_split: bool = typer.Option(False, "--keep-split", help=KEEP_SPLIT_HELP),
 ) -> None:
     """Train and evaluate TASK on stored embeddings; results go to the store, a summary to the terminal."""
     from clearbench.protocols.run import exclusion_lines, group_exclusions, run_task
@@ -142,6 +160,8 @@ def run(
             store=store,
             progress=RichRunProgress(progress),
             problems=problems,
+            resplit=resplit,
+            keep_split=keep_split,
         )
     if not results:
         raise ClearbenchError(
@@ -149,6 +169,10 @@ def run(
             "embed more scans or pass --encoder with one that has them"
         )
     noted: set[str] = set()
+    split = results[0].split
+    if split is not None and not json_out:
+        for line in split_notes(split):
+            err_console.print(f"[cyan]note:[/] {escape(line)}", soft_wrap=True, highlight=False)
     for r in results:
         if json_out:
             print_json_line(
@@ -161,6 +185,9 @@ def run(
                     "n_excluded": len(r.excluded),
                     "excluded_by_reason": {reason: len(ids) for reason, ids in group_exclusions(r.excluded).items()},
                     "folds_reused": r.reused,
+                    "split_id": r.split_id,
+                    "n_missing": len(r.missing),
+                    "missing": r.missing,
                     "summary": r.summary_dict(),
                 }
             )
@@ -168,7 +195,7 @@ def run(
         for line in exclusion_lines(r.excluded):
             if line not in noted:
                 noted.add(line)
-                err_console.print(f"[yellow]note:[/] {line}", soft_wrap=True, highlight=False)
+                err_console.print(f"[yellow]note:[/] {escape(line)}", soft_wrap=True, highlight=False)
         if r.reused:
             err_console.print(
                 f"{r.task} · {r.encoder}: reused finished folds {', '.join(map(str, r.reused))} (pass --rerun to retrain them)"

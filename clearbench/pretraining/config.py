@@ -24,7 +24,7 @@ CACHES = ("auto", "memory", "stream")
 
 # Settings that may change between a run and its resumption without changing what is trained.
 RESUMABLE_CHANGES = frozenset(
-    {"workers", "device", "stop_after", "checkpoint_every", "cache", "cache_gb", "buffer_size", "strict", "out", "progress"}
+    {"workers", "device", "stop_after", "checkpoint_every", "cache", "cache_gb", "buffer_size", "strict", "out", "progress", "paper_name"}
 )
 
 
@@ -53,6 +53,8 @@ class PretrainConfig:
     windows: tuple[str, ...] = ("abdomen", "lung")
     splits: tuple[str, ...] | None = None
     exclude_test_of: tuple[str, ...] = ()
+    store: str | None = None  # the store holding the stored splits of exclude_test_of (default CLEARBENCH_HOME/store)
+    paper_name: str | None = None  # a paper row name for the card: only ever the user's explicit choice
     seed: int = 0
     tag: str | None = None
     out: str | None = None
@@ -79,6 +81,7 @@ class PretrainConfig:
         self.exclude_test_of = tuple(self.exclude_test_of)
         self.root = str(self.root) if self.root is not None else None
         self.out = str(self.out) if self.out is not None else None
+        self.store = str(self.store) if self.store is not None else None
         self.validate()
 
     def validate(self) -> None:

@@ -38,7 +38,13 @@ def backbone_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
 
 
-def paper_name(config: PretrainConfig) -> str:
+def recipe_name(config: PretrainConfig) -> str:
+    """The paper row whose recipe this run follows (``MambaOut-LECL-0``): said in the description only.
+
+    It is never the card's ``paper_name``: that field names the published row a card *is*, and a backbone
+    trained here, on another cohort and budget, is not the paper's; its results must not be shown as (or
+    ranked beside) the published numbers. Only built-in cards, or a user's explicit ``--paper-name``, set it.
+    """
     arch = {"mambaout": "MambaOut", "vmamba": "VMamba", "vit-convb": "ViT"}[config.arch]
     method = "MoCo" if config.method == "moco" else f"LECL-{config.lam:g}"
     return f"{arch}-{method}"
@@ -47,7 +53,8 @@ def paper_name(config: PretrainConfig) -> str:
 def describe(config: PretrainConfig, steps: int) -> str:
     method = "MoCo v3" if config.method == "moco" else f"LECL (lambda={config.lam:g})"
     return (
-        f"{config.arch} ({config.variant}) pretrained with {method} by clearbench pretrain on "
+        f"{config.arch} ({config.variant}) pretrained with {method} (the recipe of the paper's "
+        f"{recipe_name(config)}) by clearbench pretrain on "
         f"{config.dataset}: {config.epochs} epochs ({steps} steps), batch {config.batch_size}, "
         f"{config.image_size} px, windows {'+'.join(config.windows)}, seed {config.seed}"
     )
@@ -75,7 +82,7 @@ def export(
     card = {
         "name": config.card_name,
         "family": backbone.family.name,
-        "paper_name": paper_name(config),
+        **({"paper_name": config.paper_name} if config.paper_name else {}),
         "dim": backbone.dim,
         "description": describe(config, int(provenance.get("steps", 0))),
         "weights": {

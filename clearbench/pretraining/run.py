@@ -159,6 +159,7 @@ class _Run:
         self.run_dir = run_dir_of(config)
         self.console = Console(stderr=True, quiet=not (ctx.is_main and config.progress))
         self.excluded_patients: dict[str, int] = {}  # task -> test patients left out of pretraining
+        self.excluded_splits: dict[str, str] = {}  # task -> the stored split those patients come from
 
     # -- data --------------------------------------------------------------------------------------
     def _records(self, reader: DatasetReader) -> list[ScanRecord]:
@@ -179,7 +180,7 @@ class _Run:
     def _without_test_patients(self, reader: DatasetReader, records: list[ScanRecord]) -> list[ScanRecord]:
         """Leave out the patients that the ``exclude_test_of`` tasks test on, so a backbone never trains on
         the images it is later evaluated on (the paper kept task 1's test patients out of pretraining)."""
-        from clearbench.protocols.holdout import task_test_patients
+        from clearbench.protocols.holdout import task_test_set
         from clearbench.tasks.registry import get_task, list_tasks
 
         if not self.config.exclude_test_of and not self.config.splits:
@@ -196,10 +197,11 @@ class _Run:
                     f"task {card.name} is on dataset '{card.dataset}', not '{self.config.dataset}': "
                     "--exclude-test-of takes tasks on the pretraining dataset"
                 )
-            patients = task_test_patients(card, reader.records(), reader.label_names)
-            self.excluded_patients[card.name] = len(patients)
-            records = [r for r in records if r.patient_id not in patients]
-            self.console.print(f"left out the {len(patients)} test patients of {card.name}")
+            held = task_test_set(card, reader.records(), reader.label_names, store=self.config.store)
+            self.excluded_patients[card.name] = len(held.patients)
+            self.excluded_splits[card.name] = held.split_id
+            records = [r for r in records if r.patient_id not in held.patients]
+            self.console.print(f"left out the {len(held.patients)} test patients of {card.name} (its stored split {held.split_id})")
         if not records:
             raise ClearbenchError(f"no scans of {self.config.dataset} are left once the test patients are left out")
         return records
@@ -448,6 +450,7 @@ class _Run:
             "arch": cfg.arch, "variant": cfg.variant, "method": cfg.method, "lambda": cfg.lam,
             "epochs": cfg.epochs, "steps": steps, "dataset": cfg.dataset, "root": cfg.root, "splits": cfg.splits,
             "excluded_test_patients": self.excluded_patients,
+            "excluded_test_splits": self.excluded_splits,
             "seed": cfg.seed, "world_size": self.ctx.world, "scans": len(index.scan_ids), "slices": index.total,
             "lesion_slices": index.n_lesion_slices, "settings": cfg.to_dict(), "epoch_losses": curve,
             "seconds_last_call": round(seconds, 1), "finished_at": datetime.now(timezone.utc).isoformat(),

@@ -1,9 +1,13 @@
 """``run_task``: a task card, the embeddings in the store and the dataset's labels -> stored results.
 
-For each encoder with embeddings of the task's dataset, the bags are read from the store once, joined
-with the labels from the dataset reader's records, split by the card's protocol, and every fold is
-trained, evaluated and committed to the results tables before the next one starts. Folds already
-committed under the same configuration hash are reused unless ``rerun`` is set.
+The task's folds come from its stored split (:mod:`clearbench.protocols.stored_split`), drawn once from
+every labelled scan of the cohort and read by every run, so every encoder is trained and tested on the
+same patients. For each encoder with embeddings of the task's dataset, the bags of the split's scans are
+read from the store once (a scan of the split without embeddings in that table is reported as missing,
+and counted), joined with the labels from the dataset reader's records, placed in the stored folds, and
+every fold is trained, evaluated and committed to the results tables before the next one starts. Folds
+already committed under the same configuration hash are reused unless ``rerun`` is set; a run that
+reuses every fold reports the run that made them instead of adding a new one.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from clearbench.mil.data import BagSet
 from clearbench.mil.train import EpochInfo
 from clearbench.protocols.cv import FoldResult, run_fold
 from clearbench.protocols.metrics import MACRO, METRICS, FoldScores, Summary, summarise
-from clearbench.protocols.splits import Fold, make_folds
+from clearbench.protocols.splits import Fold, need_patients
+from clearbench.protocols.stored_split import StoredSplit, task_split
 from clearbench.scans.problems import ProblemLog
 from clearbench.scans.registry import open_dataset
 from clearbench.store import EmbeddingStore
@@ -83,6 +88,12 @@ class EncoderRun:
     summary: dict[str, dict[str, Summary]]
     reused: list[int] = field(default_factory=list)
     excluded: list[Exclusion] = field(default_factory=list)
+    split: StoredSplit | None = None
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def split_id(self) -> str | None:
+        return self.split.split_id if self.split is not None else None
 
     def summary_dict(self) -> dict[str, dict[str, dict[str, float | int | None]]]:
         return {
@@ -158,13 +169,19 @@ def _hash(obj: Any) -> str:
 
 
 def run_config(
-    card: TaskCard, enc: EncoderTable, seed: int, epochs: int | None, bags: BagSet, folds: Sequence[Fold] = ()
+    card: TaskCard,
+    enc: EncoderTable,
+    seed: int,
+    epochs: int | None,
+    bags: BagSet,
+    folds: Sequence[Fold] = (),
+    split_id: str | None = None,
 ) -> dict[str, Any]:
     """Everything that determines a run's numbers, as plain data; its hash keys reusable folds.
 
     The data enter by content: the vectors themselves (a table re-embedded in place keeps its scans, slice
-    counts and provenance, but not its vectors), and the folds as drawn (a newer scikit-learn or another
-    official split changes them without changing the card).
+    counts and provenance, but not its vectors), the stored split the folds come from, and the folds as
+    placed on this encoder's scans.
     """
     head = card.head_for(enc.kind)
     return {
@@ -178,6 +195,7 @@ def run_config(
         "data": _hash([bags.scan_ids, bags.patient_ids, bags.targets.tolist(), bags.lengths.tolist()]),
         "vectors": hashlib.sha256(np.ascontiguousarray(bags.features.cpu().numpy())).hexdigest(),
         "folds": _hash([[f.train.tolist(), f.val.tolist(), f.test.tolist()] for f in folds]),
+        "split_id": split_id,
         "clearbench_version": __version__,
     }
 
@@ -264,6 +282,28 @@ def _store_fold(results: ResultsStore, common: dict[str, Any], bags: BagSet, raw
     results.write_fold(fold_row, metric_rows, pa.concat_tables(tables))
 
 
+def _split_folds(card: TaskCard, enc: EncoderTable, split: StoredSplit, bags: BagSet) -> list[Fold]:
+    """The stored split's folds on the scans this table holds; raises when a fold would lack a role."""
+    protocol = replace(card.protocol, seed=split.seed)
+    where = f" among the scans of split {split.split_id} with embeddings in table {enc.table}"
+    need_patients(len(set(bags.patient_ids)), protocol, where)
+    folds = split.folds_for(bags.scan_ids)
+    for fold in folds:
+        empty = [role for role in ("train", "val", "test") if len(getattr(fold, role)) == 0]
+        if empty:
+            raise ClearbenchError(
+                f"table {enc.table} holds no {' or '.join(empty)} scans of fold {fold.index} of split {split.split_id}; "
+                f"embed the missing scans with: clearbench embed --dataset {card.dataset} --encoder {enc.encoder}"
+            )
+    return folds
+
+
+def _left_out(split: StoredSplit) -> list[Exclusion]:
+    """Labelled scans that a kept split does not hold (added to the cohort after it was drawn)."""
+    reason = f"not in the stored split {split.split_id} (added after it was drawn; --resplit includes them)"
+    return [Exclusion(s, reason) for s in split.change.added]
+
+
 def run_encoder(
     card: TaskCard,
     enc: EncoderTable,
@@ -271,57 +311,67 @@ def run_encoder(
     emb: EmbeddingStore,
     results: ResultsStore,
     *,
+    split: StoredSplit,
     seed: int,
     rerun: bool = False,
     epochs: int | None = None,
     device: str = "cpu",
     progress: RunProgress | None = None,
 ) -> EncoderRun:
-    """Run ``card``'s protocol on one encoder's embeddings and commit every fold as it finishes."""
+    """Run ``card``'s protocol on one encoder's embeddings, on the task's stored ``split``, and commit
+    every fold as it finishes."""
     volume = enc.kind == "volume"
-    raw = emb.bags(table=enc.table, scan_ids=labels.scan_ids, windows=None if volume else list(card.windows))
-    excluded = list(labels.excluded)
-    if raw.missing:
+    in_split = set(split.patient_of)
+    raw = emb.bags(
+        table=enc.table, scan_ids=[s for s in labels.scan_ids if s in in_split], windows=None if volume else list(card.windows)
+    )
+    excluded = list(labels.excluded) + _left_out(split)
+    missing = sorted(raw.missing)
+    if missing:
         wanted = "the embedding" if volume else f"embeddings in window(s) {', '.join(card.windows)}"
-        excluded += [Exclusion(s, f"no {wanted} in table {enc.table}") for s in raw.missing]
+        excluded += [Exclusion(s, f"no {wanted} in table {enc.table}") for s in missing]
     if len(raw) == 0:
         raise ClearbenchError(
             f"table {enc.table} has no labelled scans of task {card.name} in windows {', '.join(card.windows)}; "
             f"embed them with: clearbench embed --dataset {card.dataset} --encoder {enc.encoder} --windows {','.join(card.windows)}"
         )
     bags = _bagset(raw, labels)
-    split_of = dict(zip(labels.scan_ids, labels.splits))
-    protocol = replace(card.protocol, seed=seed)
-    folds: list[Fold] = make_folds(protocol, bags.patient_ids, bags.targets.numpy(), [split_of[s] for s in bags.scan_ids])
+    folds = _split_folds(card, enc, split, bags)
 
-    config = run_config(card, enc, seed, epochs, bags, folds)
+    config = run_config(card, enc, seed, epochs, bags, folds, split.split_id)
     config_hash = _hash(config)
     if rerun:
         results.delete_config(config_hash)
     finished = results.finished_folds(config_hash)
     head = card.head_for(enc.kind)
-    run_id = f"{now():%Y%m%dT%H%M%S}-{config_hash[:8]}-{uuid.uuid4().hex[:6]}"
-    results.start_run(
-        {
-            "run_id": run_id,
-            "config_hash": config_hash,
-            "task": card.name,
-            "dataset": card.dataset,
-            "encoder": enc.encoder,
-            "embedding_table": enc.table,
-            "head": head.head,
-            "seed": seed,
-            "config": json.dumps(config, sort_keys=True, default=str),
-            "encoder_provenance": json.dumps(enc.provenance, sort_keys=True, default=str),
-            "clearbench_version": __version__,
-            "device": device,
-            "n_scans": len(bags),
-            "n_patients": len(set(bags.patient_ids)),
-            "excluded": json.dumps([{"scan_id": e.scan_id, "reason": e.reason} for e in excluded]),
-        }
-    )
-    cfg = card.train_config(epochs=epochs, device=device)
     reused = sorted(k for k in finished if k < len(folds))
+    # Every fold already committed: this is the same result again, reported under the run that made it.
+    previous = results.latest_complete_run(config_hash) if len(reused) == len(folds) else None
+    run_id = previous["run_id"] if previous else f"{now():%Y%m%dT%H%M%S}-{config_hash[:8]}-{uuid.uuid4().hex[:6]}"
+    if previous is None:
+        results.start_run(
+            {
+                "run_id": run_id,
+                "config_hash": config_hash,
+                "task": card.name,
+                "dataset": card.dataset,
+                "encoder": enc.encoder,
+                "embedding_table": enc.table,
+                "head": head.head,
+                "seed": seed,
+                "config": json.dumps(config, sort_keys=True, default=str),
+                "encoder_provenance": json.dumps(enc.provenance, sort_keys=True, default=str),
+                "clearbench_version": __version__,
+                "device": device,
+                "n_scans": len(bags),
+                "n_patients": len(set(bags.patient_ids)),
+                "excluded": json.dumps([{"scan_id": e.scan_id, "reason": e.reason} for e in excluded]),
+                "split_id": split.split_id,
+                "n_missing": len(missing),
+                "missing": json.dumps(missing),
+            }
+        )
+    cfg = card.train_config(epochs=epochs, device=device)
     if progress is not None:
         progress.encoder_started(card.name, enc.encoder, len(folds), reused, cfg.max_epochs)
     stored_rows = results.metrics(config_hash, split="test").to_pylist() if reused else []
@@ -359,9 +409,51 @@ def run_encoder(
         summary=summary,
         reused=reused,
         excluded=excluded,
+        split=split,
+        missing=missing,
     )
-    results.finish_run(run_id, "complete", out.summary_dict(), reused)
+    if previous is None:
+        results.finish_run(run_id, "complete", out.summary_dict(), reused)
     return out
+
+
+def cohort_labels(
+    card: TaskCard, root: str | Path | None, tables: Sequence[EncoderTable], problems: ProblemLog | None = None
+) -> TaskLabels:
+    """The task's labelled scans as the dataset reader finds them (see :func:`labels_root` for where)."""
+    reader = open_dataset(card.dataset, labels_root(card.dataset, root, tables), problems=problems)
+    labels = task_labels(card, reader.records(), reader.label_names)
+    if not labels.scan_ids:
+        reasons = group_exclusions(labels.excluded)
+        raise ClearbenchError(
+            f"dataset '{card.dataset}' under {reader.root} has no scans labelled for task {card.name}"
+            + (f" ({'; '.join(f'{len(v)} scans: {k}' for k, v in reasons.items())})" if reasons else "")
+        )
+    return labels
+
+
+def load_task_split(
+    task: str | Path | TaskCard,
+    *,
+    root: str | Path | None = None,
+    store: str | Path | None = None,
+    seed: int | None = None,
+    resplit: bool = False,
+    keep_split: bool = False,
+    problems: ProblemLog | None = None,
+) -> tuple[StoredSplit, TaskLabels]:
+    """The task's stored split (drawn and stored on first use) with the labels of the cohort on disk.
+
+    The dataset root is found as ``clearbench run`` finds it, so both see the same cohort.
+    """
+    card = task if isinstance(task, TaskCard) else get_task(task)
+    emb = EmbeddingStore(store)
+    try:
+        tables = encoder_tables(emb, card.dataset)
+    except ClearbenchError:
+        tables = []  # no embeddings yet: the root must come from --root or config.toml
+    labels = cohort_labels(card, root, tables, problems)
+    return task_split(card, labels, emb.db, seed=seed, resplit=resplit, keep=keep_split), labels
 
 
 def run_task(
@@ -376,33 +468,34 @@ def run_task(
     store: str | Path | None = None,
     progress: RunProgress | None = None,
     problems: ProblemLog | None = None,
+    resplit: bool = False,
+    keep_split: bool = False,
 ) -> list[EncoderRun]:
     """Train and evaluate ``task`` on every encoder with embeddings of its dataset (or on ``encoders``).
 
     Labels come from the dataset reader at ``root`` (else config.toml, else the root recorded when the
-    embeddings were made). Results go to the results tables of the same store. An encoder whose
-    embeddings cannot carry the protocol (too few labelled patients, missing windows) raises, unless a
-    non-strict ``problems`` log is given: then it is reported there and the other encoders still run.
+    embeddings were made). The folds come from the task's stored split for that cohort, drawn and stored
+    on first use; when the cohort changed since, ``keep_split`` or ``resplit`` says what to do (without
+    either, :class:`~clearbench.protocols.stored_split.CohortChangedError`). Results go to the results
+    tables of the same store. An encoder whose embeddings cannot carry the split (too few of its scans,
+    missing windows) raises, unless a non-strict ``problems`` log is given: then it is reported there and
+    the other encoders still run.
     """
     card = task if isinstance(task, TaskCard) else get_task(task)
     emb = EmbeddingStore(store)
     tables = encoder_tables(emb, card.dataset, encoders)
-    reader = open_dataset(card.dataset, labels_root(card.dataset, root, tables), problems=problems)
-    labels = task_labels(card, reader.records(), reader.label_names)
-    if not labels.scan_ids:
-        reasons = group_exclusions(labels.excluded)
-        raise ClearbenchError(
-            f"dataset '{card.dataset}' under {reader.root} has no scans labelled for task {card.name}"
-            + (f" ({'; '.join(f'{len(v)} scans: {k}' for k, v in reasons.items())})" if reasons else "")
-        )
+    labels = cohort_labels(card, root, tables, problems)
     results = ResultsStore(db=emb.db)
     device = _resolve_device(device)
     run_seed = card.protocol.seed if seed is None else seed
+    split = task_split(card, labels, emb.db, seed=run_seed, resplit=resplit, keep=keep_split)
     done: list[EncoderRun] = []
     for enc in tables:
         try:
             done.append(
-                run_encoder(card, enc, labels, emb, results, seed=run_seed, rerun=rerun, epochs=epochs, device=device, progress=progress)
+                run_encoder(
+                    card, enc, labels, emb, results, split=split, seed=run_seed, rerun=rerun, epochs=epochs, device=device, progress=progress
+                )
             )
         except ClearbenchError as exc:
             # One encoder's embeddings that cannot carry the protocol must not cost the others their run.

@@ -117,7 +117,7 @@ def holdout_kfold(
     ``test_mask`` (per scan) marks an official test split; a patient with any scan in it is a test patient.
     """
     pats = _Patients(patient_ids, y)
-    _need_patients(len(pats), spec.folds + 1, spec.kind)
+    need_patients(len(pats), spec)
     if test_mask is not None:
         test_pat = np.zeros(len(pats), dtype=bool)
         test_pat[pats.scan_patient[np.asarray(test_mask, dtype=bool)]] = True
@@ -143,7 +143,7 @@ def holdout_kfold(
 def nested_kfold(patient_ids: Sequence[str], y: np.ndarray, spec: ProtocolSpec) -> list[Fold]:
     """``spec.folds`` outer folds, each the test set once; the rest split into train and validation."""
     pats = _Patients(patient_ids, y)
-    _need_patients(len(pats), spec.folds + 2, spec.kind)
+    need_patients(len(pats), spec)
     outer, outer_stratified = _kfold(pats.y, spec.folds, spec.seed)
     all_patients = np.arange(len(pats))
     folds = []
@@ -195,6 +195,14 @@ def assert_patient_disjoint(folds: Sequence[Fold], patient_ids: Sequence[str]) -
                 raise AssertionError(f"fold {fold.index}: patients {sorted(shared)[:5]} are in both {a} and {b}")
 
 
-def _need_patients(n: int, minimum: int, kind: str) -> None:
+def min_patients(spec: ProtocolSpec) -> int:
+    """The fewest patients ``spec`` can split: one per fold and a test patient (holdout), or one per
+    outer fold and two for each inner train/validation split (nested)."""
+    return spec.folds + (2 if spec.kind == "nested-kfold" else 1)
+
+
+def need_patients(n: int, spec: ProtocolSpec, where: str = "") -> None:
+    """Raise unless ``n`` labelled patients are enough for ``spec``; ``where`` says whose patients they are."""
+    minimum = min_patients(spec)
     if n < minimum:
-        raise ClearbenchError(f"protocol {kind} needs at least {minimum} patients with labels, found {n}")
+        raise ClearbenchError(f"protocol {spec.kind} needs at least {minimum} patients with labels, found {n}{where}")

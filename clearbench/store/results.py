@@ -4,9 +4,17 @@ Four tables, all keyed by the run's *config hash* (task card, encoder provenance
 seed, the labelled scans, their vectors, the folds as drawn and the clearbench version), so that re-running
 the same configuration finds the folds it already finished, and nothing else:
 
-- ``runs``: one row per ``clearbench run`` invocation and encoder: config, config hash, seed, encoder
-  provenance, clearbench version, start and end times, excluded scans, reused folds and the summary
-  over folds (the structured entries are JSON strings).
+- ``runs``: one row per ``clearbench run`` invocation and encoder that trained something: config, config
+  hash, seed, encoder provenance, clearbench version, start and end times, excluded scans, reused folds,
+  the summary over folds (the structured entries are JSON strings), and the task's stored split it ran
+  on: ``split_id`` (see :mod:`clearbench.store.splits`), ``n_missing`` and ``missing`` (JSON list), the
+  scans of that split with no embeddings in this encoder's table. ``status`` is ``running`` from the
+  start, ``complete`` once every fold is committed, and ``superseded`` once ``--rerun`` has deleted the
+  folds of its configuration to train them again. An invocation that finds *every* fold of its
+  configuration already committed adds no row: it reports the newest complete run of that configuration
+  (same ``run_id``), so the newest ``complete`` row per (task, encoder) is always the latest result and
+  a repeated run never shows up as a second one. Rows written before ``split_id`` existed read as null
+  there (the table gains the new columns on first write).
 - ``run_folds``: one row per finished fold, written *last*: it is the fold's commit marker. Holds the
   scans of each role, the training curve, the best epoch and the F1 thresholds chosen on validation.
 - ``run_metrics``: long format, one row per (fold, evaluation set, label or ``macro``, metric);
@@ -57,6 +65,9 @@ RUNS_SCHEMA = pa.schema(
         pa.field("excluded", pa.string()),
         pa.field("folds_reused", pa.string()),
         pa.field("summary", pa.string()),
+        pa.field("split_id", pa.string()),
+        pa.field("n_missing", pa.int64()),
+        pa.field("missing", pa.string()),
     ]
 )
 
@@ -145,6 +156,18 @@ def _list_column(values: Sequence[np.ndarray | None], value_type: pa.DataType) -
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, value_type), mask=mask)
 
 
+_SQL_TYPES = {pa.string(): "STRING", pa.int64(): "BIGINT"}
+
+
+def _add_null_columns(table: Any, fields: Sequence[pa.Field]) -> None:
+    """Give a table written by an older clearbench the columns added since, null in its existing rows."""
+    try:
+        table.add_columns({f.name: f"CAST(NULL AS {_SQL_TYPES[f.type]})" for f in fields})
+    except (ValueError, RuntimeError, OSError):
+        if any(f.name not in table.schema.names for f in fields):  # not another process that added them first
+            raise
+
+
 class ResultsStore:
     """The results tables of one store; created on first write."""
 
@@ -152,7 +175,11 @@ class ResultsStore:
         self.db = db if db is not None else dbmod.connect(path)
 
     def _table(self, name: str):
-        return dbmod.open_or_create(self.db, name, _SCHEMAS[name])
+        table = dbmod.open_or_create(self.db, name, _SCHEMAS[name])
+        absent = [f for f in _SCHEMAS[name] if f.name not in table.schema.names]
+        if absent:
+            _add_null_columns(table, absent)
+        return table
 
     def _existing(self, name: str):
         return dbmod.open_table(self.db, name)
@@ -190,11 +217,16 @@ class ResultsStore:
                 table.delete(where)
 
     def delete_config(self, config_hash: str) -> None:
-        """Forget every fold of a configuration (``--rerun``); the runs table keeps its history."""
+        """Forget every fold of a configuration (``--rerun``); the runs table keeps its history, its
+        complete runs of the configuration marked ``superseded`` since their folds are gone."""
         for name in (FOLDS, METRICS, PREDICTIONS):
             table = self._existing(name)
             if table is not None:
                 table.delete(f"config_hash = {_q(config_hash)}")
+        if self._existing(RUNS) is not None:
+            self._table(RUNS).update(
+                where=f"config_hash = {_q(config_hash)} AND status = 'complete'", values={"status": "superseded"}
+            )
 
     def write_fold(self, fold_row: dict[str, Any], metric_rows: list[dict[str, Any]], predictions: pa.Table) -> None:
         """Commit one fold: predictions, then metrics, then the fold row that marks it finished."""
@@ -246,6 +278,11 @@ class ResultsStore:
         rows = self._read(FOLDS, f"config_hash = {_q(config_hash)}").to_pylist()
         return {int(r["fold"]): r for r in rows}
 
+    def latest_complete_run(self, config_hash: str) -> dict[str, Any] | None:
+        """The newest complete run of a configuration, or None."""
+        rows = self._read(RUNS, f"config_hash = {_q(config_hash)} AND status = 'complete'").to_pylist()
+        return max(rows, key=lambda r: r["started_at"]) if rows else None
+
     def runs(self, task: str | None = None, encoder: str | None = None) -> list[dict[str, Any]]:
         """Runs, newest first, with their JSON columns decoded."""
         where = [f"task = {_q(task)}"] if task else []
@@ -253,7 +290,7 @@ class ResultsStore:
             where.append(f"encoder = {_q(encoder)}")
         rows = self._read(RUNS, " AND ".join(where) or None).to_pylist()
         for r in rows:
-            for key in ("config", "encoder_provenance", "excluded", "summary", "folds_reused"):
+            for key in ("config", "encoder_provenance", "excluded", "summary", "folds_reused", "missing"):
                 r[key] = json.loads(r[key]) if r.get(key) else None
         return sorted(rows, key=lambda r: r["started_at"], reverse=True)
 
