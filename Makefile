@@ -1,6 +1,7 @@
 # Two entry points, both safe on a fresh machine: they create .venv when missing and install the project.
 #   make demo   the pipeline on a built-in synthetic cohort (core install)
-#   make test   the test suite (core install plus the dev, merlin and sam2 extras and the example plugin)
+#   make test   the test suite (core install plus the dev, merlin and sam2 extras and the example plugin);
+#               installs Debian's chromium for the browser test when it is absent and the user is root
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -28,6 +29,7 @@ demo: $(CORE)
 	CLEARBENCH_HOME=$(abspath $(DEMO_DIR))/home PATH=$(abspath $(VENV))/bin:$$PATH sh scripts/demo.sh $(abspath $(DEMO_DIR))
 
 test: $(TEST)
+	sh scripts/ensure_chromium.sh
 	$(PY) -m pytest -n 2 --durations=15
 
 clean:

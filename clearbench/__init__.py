@@ -36,6 +36,8 @@ _LAZY: dict[str, str] = {
     "list_tasks": "clearbench.tasks.registry",
     "pretrain": "clearbench.pretraining",
     "PretrainConfig": "clearbench.pretraining.config",
+    "explain": "clearbench.explaining.api",
+    "attention_hit_rate": "clearbench.explaining.api",
 }
 
 

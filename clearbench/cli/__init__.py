@@ -34,6 +34,7 @@ _COMMAND_MODULES = (
     "tasks",
     "splits",
     "run",
+    "explain",
     "pretrain",
 )
 
