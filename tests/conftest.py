@@ -28,3 +28,12 @@ def _wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(common.console, "width", 200)
     monkeypatch.setattr(common.err_console, "width", 200)
+
+
+@pytest.fixture(scope="session")
+def deeplesion_runs(tmp_path_factory: pytest.TempPathFactory):
+    """Two encoders' finished runs of task1 and a second DeepLesion task on one synthetic cohort (see
+    tests/deeplesion_runs.py); built once per test process, read-only for the tests that use it."""
+    from deeplesion_runs import two_encoder_run
+
+    return two_encoder_run(tmp_path_factory.mktemp("deeplesion_runs"), n_scans=24, epochs=3, second_task=True)

@@ -9,6 +9,13 @@ slice, in the abdomen window only, so its head has something near the key slices
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,11 +57,54 @@ def write_table(store: Path, root: Path, encoder: str, seed: int) -> None:
     table.write(scans)
 
 
-def two_encoder_run(base: Path, n_scans: int = 30, epochs: int = 6) -> tuple[Path, Path]:
-    """Write the cohort and both tables under ``base`` and run task1 on them; returns (store, root)."""
+# A second DeepLesion task, as a user's card, so that a board has more than one tab.
+SECOND_TASK = "lesion-trio"
+_SECOND_CARD = f"""
+name = "{SECOND_TASK}"
+title = "DeepLesion bone, liver, lung"
+dataset = "deeplesion"
+type = "multilabel"
+labels = ["bone", "liver", "lung"]
+windows = ["abdomen", "lung"]
+hit_rate_k = 1
+[protocol]
+kind = "holdout+kfold"
+folds = 3
+"""
+
+
+@dataclass(frozen=True)
+class DeepLesionRuns:
+    store: Path
+    root: Path
+    home: Path  # holds the second task's card: set CLEARBENCH_HOME to it to see that task
+    tasks: tuple[str, ...]
+
+
+@contextmanager
+def home_at(home: Path) -> Iterator[None]:
+    before = os.environ.get("CLEARBENCH_HOME")
+    os.environ["CLEARBENCH_HOME"] = str(home)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("CLEARBENCH_HOME")
+        else:
+            os.environ["CLEARBENCH_HOME"] = before
+
+
+def two_encoder_run(base: Path, n_scans: int = 30, epochs: int = 6, second_task: bool = False) -> DeepLesionRuns:
+    """Write the cohort and both tables under ``base`` and run task1 (and the second task) on them."""
     root = write_cohort(base / "deeplesion", n_scans, 0, size=32)
-    store = base / "store"
+    store, home = base / "store", base / "home"
     for i, encoder in enumerate(ENCODERS):
         write_table(store, root, encoder, seed=i)
-    main(["run", "task1", "--root", str(root), "--store", str(store), "--epochs", str(epochs), "--device", "cpu", "--json"])
-    return store, root
+    tasks = ("task1", SECOND_TASK) if second_task else ("task1",)
+    if second_task:
+        (home / "tasks").mkdir(parents=True, exist_ok=True)
+        (home / "tasks" / f"{SECOND_TASK}.toml").write_text(_SECOND_CARD)
+    with home_at(home):
+        for task in tasks:
+            main(["run", task, "--root", str(root), "--store", str(store), "--epochs", str(epochs), "--device", "cpu", "--json"])
+    return DeepLesionRuns(store, root, home, tasks)

@@ -15,7 +15,7 @@ from clearbench.explaining.api import explain, rate_of, run_hit_rate
 from clearbench.explaining.plot import attention_figure, save_figure
 from clearbench.explaining.source import ScanAttention
 
-from deeplesion_runs import ENCODERS, two_encoder_run
+from deeplesion_runs import ENCODERS
 
 
 def _scan(fold: int = 0, keys: tuple[int, ...] = (3, 11), scan_id: str = "000001_01_01", seed: int = 0) -> ScanAttention:
@@ -71,8 +71,8 @@ def test_run_hit_rate_averages_folds_first() -> None:
 
 
 @pytest.mark.slow
-def test_explain_plots_a_two_encoder_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    store, root = two_encoder_run(tmp_path, n_scans=24, epochs=2)
+def test_explain_plots_a_two_encoder_run(tmp_path: Path, capsys: pytest.CaptureFixture[str], deeplesion_runs) -> None:
+    store = deeplesion_runs.store
     capsys.readouterr()
     main(["explain", "task1", "--encoder", ENCODERS[0], "--store", str(store), "--out", str(tmp_path / "all"), "--json"])
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
