@@ -239,6 +239,7 @@ def test_a_kill_never_leaves_half_a_split_read_as_whole(tmp_path: Path, nsclc_ro
     assert task_split(card, labels, db).split_id == split.split_id
 
 
+@pytest.mark.slow
 def test_exclude_test_of_reads_the_stored_split_in_a_process_without_lancedb(tmp_path: Path, nsclc_root: Path) -> None:
     store = tmp_path / "store"
     split, _ = load_task_split("task3", root=nsclc_root, store=store)

@@ -17,7 +17,7 @@ import json
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -284,9 +284,8 @@ def _store_fold(results: ResultsStore, common: dict[str, Any], bags: BagSet, raw
 
 def _split_folds(card: TaskCard, enc: EncoderTable, split: StoredSplit, bags: BagSet) -> list[Fold]:
     """The stored split's folds on the scans this table holds; raises when a fold would lack a role."""
-    protocol = replace(card.protocol, seed=split.seed)
     where = f" among the scans of split {split.split_id} with embeddings in table {enc.table}"
-    need_patients(len(set(bags.patient_ids)), protocol, where)
+    need_patients(len(set(bags.patient_ids)), card.protocol, where)
     folds = split.folds_for(bags.scan_ids)
     for fold in folds:
         empty = [role for role in ("train", "val", "test") if len(getattr(fold, role)) == 0]
