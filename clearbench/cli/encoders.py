@@ -8,6 +8,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from clearbench.cli.common import console, print_json_line, print_problem
+from clearbench.cli.encoders_check import check
 
 encoders_app = typer.Typer(
     help="List the registered encoders (built-in, plugin and your own cards) and whether their weights are found.",
@@ -126,6 +127,9 @@ def show(
     table.add_row("licence", escape(card.license or "-"))
     table.add_row("citation", escape(card.citation or "-"))
     console.print(table)
+
+
+encoders_app.command("check")(check)
 
 
 def register(app: typer.Typer) -> None:

@@ -15,7 +15,8 @@ Python, and a leaderboard row can say exactly what produced it. The format::
     env = "CLEARBENCH_WEIGHTS_MAMBAOUT_LECL0"   # an environment variable naming the file; wins when set
     path = "weights/mambaout-lecl0.pth"         # relative paths are under CLEARBENCH_HOME
     hf_repo = "org/repo"                         # a Hugging Face repo, from the local cache only
-    hf_file = "model.bin"
+    hf_file = "model.bin"                        # the file in it (families that load a whole model folder,
+                                                 # such as hf, take the repo without hf_file)
     sha256 = "..."                               # verified when present
     note = "where the file comes from and where to put it"
 
@@ -170,8 +171,6 @@ def _parse_weights(value: Any) -> WeightsSpec:
     spec = WeightsSpec(**{k: value[k] for k in _WEIGHT_KEYS if k in value})
     if spec.hf_file and not spec.hf_repo:
         raise ClearbenchError("[weights] hf_file needs hf_repo")
-    if spec.hf_repo and not spec.hf_file:
-        raise ClearbenchError("[weights] hf_repo needs hf_file (the file inside the repo)")
     if spec.sha256 is not None:
         digest = spec.sha256.lower()
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):

@@ -7,14 +7,17 @@ then drives the family through these steps, in this order::
     family.require_extra()                                 # MissingExtraError when its backend is absent
     params = family.resolve_params(card.params)            # defaults + card; unknown names are an error
     prep   = family.resolve_preprocessing(card.preprocessing)
-    # with weights:
+    # with weights in one state-dict file:
     sd     = weights.read_state_dict(path)                 # torch.load(weights_only=True) + common containers
     sd     = family.adapt_state_dict(sd, params)           # the family's prefixes, heads, key renames
     params = family.infer_params(sd, params)               # architecture dims read from the checkpoint
     model  = family.build(params)
     weights.load_strict(model, sd)                         # missing/unexpected keys are an error
+    # with weights in a model folder (a family whose locate_model_folder answers, e.g. ``hf``):
+    model, params, files = family.load_model_folder(folder, params)   # the registry hashes ``files``
     # without weights (``weights = "random"``): model = family.build(params) under seeded(seed);
     # a family that learns nothing (``learned = False``, card ``weights = "none"``) is just built.
+    prep    = family.complete_preprocessing(model, params, prep)   # what the model itself says, card wins
     encoder = family.wrap(model, EncoderSpec(...))         # a SliceEncoder or VolumeEncoder
 
 So a family never touches files, hashes or provenance, and the registry never knows an architecture. The
@@ -31,6 +34,9 @@ Rules for a family module (``clearbench/encoders/<family>.py``):
   and says in its docstring which state-dict key layout that backbone loads.
 - ``build`` draws random weights from torch's global generator; the registry seeds it (see :func:`seeded`),
   so a random-init encoder is reproducible.
+- It passes :func:`clearbench.encoders.conformance.check_card` (``clearbench encoders check NAME``): the
+  output is ``(n, dim)`` float32 and finite, a batch gives what its items give one by one, a second call gives
+  the same, nothing touches the network, and the provenance is complete.
 
 Registration:
 
@@ -94,13 +100,18 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.util import find_spec
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
 from clearbench.encoders.base import Encoder, Kind
 from clearbench.errors import ClearbenchError, MissingExtraError
+
+if TYPE_CHECKING:  # weights.py imports this module
+    from clearbench.encoders.card import EncoderCard
+    from clearbench.encoders.weights import WeightsLocation
 
 StateDict = dict[str, torch.Tensor]
 
@@ -116,6 +127,8 @@ BUILTIN_FAMILIES: dict[str, str] = {
     "ctclip": "clearbench.encoders.ctclip:CTCLIPFamily",
     "sam2": "clearbench.encoders.sam2:SAM2Family",
     "merlin": "clearbench.encoders.merlin:MerlinFamily",
+    "hf": "clearbench.encoders.hf:HfFamily",
+    "timm": "clearbench.encoders.timm_family:TimmFamily",
 }
 
 
@@ -203,6 +216,26 @@ class Family(ABC):
     def infer_params(self, state_dict: StateDict, params: Mapping[str, Any]) -> dict[str, Any]:
         """Read architecture dims from the (adapted) checkpoint where the family can; default: none."""
         return dict(params)
+
+    # -- weights that are a model folder, not one state-dict file --------------------------------------
+    def locate_model_folder(self, card: EncoderCard) -> WeightsLocation | None:
+        """Where a card's model folder is (config and weights together), for families that load whole folders.
+
+        None (the default) means the card names one state-dict file, found by the registry's usual lookup.
+        A family that answers here must implement :meth:`load_model_folder`.
+        """
+        return None
+
+    def load_model_folder(self, folder: Path, params: Mapping[str, Any]) -> tuple[nn.Module, dict[str, Any], list[Path]]:
+        """The module loaded from ``folder``, the params completed from it, and the weights files it read."""
+        raise NotImplementedError(f"family '{self.name}' does not load model folders")
+
+    def complete_preprocessing(self, model: nn.Module, params: Mapping[str, Any],
+                               preprocessing: Mapping[str, Any]) -> dict[str, Any]:
+        """Fill the settings the card left unset from what the built model knows (timm's ``pretrained_cfg``,
+        a processor config); the default keeps the resolved preprocessing as it is. Runs before the provenance
+        is written, so the preprocessing hash covers what the encoder really does."""
+        return dict(preprocessing)
 
     # -- the module and the encoder ------------------------------------------------------------------
     @abstractmethod

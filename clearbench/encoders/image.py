@@ -111,6 +111,19 @@ def _centre_crop(x: torch.Tensor, crop: int) -> torch.Tensor:
     return x[..., top:top + crop, left:left + crop]
 
 
+def overlay_settings(base: Mapping[str, Any], card: Mapping[str, Any]) -> dict[str, Any]:
+    """The model's own settings with the card's set values on top; ``size``/``crop`` of 0 turn that step off.
+
+    For families whose defaults come from the model (a processor config, timm's ``pretrained_cfg``): the card
+    leaves a key unset (None) to take the model's value.
+    """
+    settings = {**base, **{k: v for k, v in card.items() if v is not None}}
+    for key in ("size", "crop"):
+        if settings.get(key) == 0:
+            settings[key] = None
+    return settings
+
+
 class ImageSliceEncoder(SliceEncoder):
     """A 2D backbone that maps a normalised image batch to ``(n, dim)``, with its :class:`ImageTransform`."""
 

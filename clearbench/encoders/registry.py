@@ -11,9 +11,10 @@ A bad card file costs one line naming the file and the reason; every other card 
 
 ``Encoder.provenance`` (stored with every embedding table) holds: ``encoder``, ``family``, ``kind``, ``dim``,
 ``card`` (the card as a dict, with its source file), ``params`` (resolved, including dims read from the
-checkpoint), ``preprocessing``, ``preprocessing_hash``, ``weights`` (the file path, ``random:<seed>``, or
-``none`` for a family without weights), ``weights_sha256`` (None unless a file was read) and
-``clearbench_version``.
+checkpoint), ``preprocessing`` (as applied, including what the model's own config supplied),
+``preprocessing_hash``, ``weights`` (the file or model folder path, ``random:<seed>``, or ``none`` for a family
+without weights), ``weights_sha256`` (None unless weights were read; for a folder of shards, the digest of
+their digests) and ``clearbench_version``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from clearbench.encoders.weights import (
     require_weights,
     verify_sha256,
 )
+from clearbench.encoders.model_folder import files_sha256, require_model_folder, verify_folder_sha256, weight_files
 from clearbench.errors import ClearbenchError, InputError
 from clearbench.scans.problems import ProblemLog
 
@@ -251,7 +253,7 @@ def encoder_status(card: EncoderCard, check_sha256: bool = False) -> EncoderStat
         problem = str(exc)
     except ImportError as exc:
         problem = f"family '{card.family}' cannot be imported: {exc}"
-    location = locate_weights(card)
+    location = _locate(card)
     digest, status = None, "not checked"
     if location.random or location.none:
         status = location.tried[0].partition(":")[0]
@@ -260,10 +262,25 @@ def encoder_status(card: EncoderCard, check_sha256: bool = False) -> EncoderStat
     elif check_sha256:
         from clearbench.encoders.weights import file_sha256
 
-        digest = file_sha256(location.path)
+        try:
+            digest = files_sha256(weight_files(location.path)) if location.path.is_dir() else file_sha256(location.path)
+        except InputError as exc:
+            return EncoderStatus(card, kind, dim, location, missing, problem or str(exc), None, "no file")
         expected = card.weights.sha256
         status = "not declared" if expected is None else ("verified" if digest == expected else "mismatch")
     return EncoderStatus(card, kind, dim, location, missing, problem, digest, status)
+
+
+def _locate(card: EncoderCard) -> WeightsLocation:
+    """Where a card's weights are: its family's model folder lookup when it has one, else the file lookup."""
+    if not (card.weights.random or card.weights.none):
+        try:
+            folder = get_family(card.family).locate_model_folder(card)
+        except (ClearbenchError, ImportError):
+            folder = None
+        if folder is not None:
+            return folder
+    return locate_weights(card)
 
 
 # -- loading -----------------------------------------------------------------------------------------
@@ -273,9 +290,14 @@ def load_encoder(name: str, device: str = "cpu", trust_checkpoint: bool = False)
     Never touches the network. Weights are verified against the card's sha256 (when it has one) before they
     are read, read without pickle unless ``trust_checkpoint``, and loaded strictly.
     """
+    return load_card(get_card(name), device, trust_checkpoint)
+
+
+def load_card(card: EncoderCard, device: str = "cpu", trust_checkpoint: bool = False) -> Encoder:
+    """The encoder a card describes (see :func:`load_encoder`); for cards that are not registered, such as
+    the random variant ``clearbench encoders check`` builds."""
     from clearbench import __version__
 
-    card = get_card(name)
     family = get_family(card.family)
     family.require_extra()
     where = card.path or f"encoder card '{card.name}'"
@@ -297,6 +319,12 @@ def load_encoder(name: str, device: str = "cpu", trust_checkpoint: bool = False)
         source, digest = f"random:{card.weights.seed}", None
         with seeded(card.weights.seed):
             model = family.build(params)
+    elif family.locate_model_folder(card) is not None:
+        folder = require_model_folder(card)
+        with seeded(0):  # anything the folder does not hold (non-persistent buffers) is still reproducible
+            model, params, files = family.load_model_folder(folder, params)
+        digest = verify_folder_sha256(folder, files, card.weights.sha256)
+        source = str(folder)
     else:
         path = require_weights(card)
         digest = verify_sha256(path, card.weights.sha256)
@@ -307,6 +335,10 @@ def load_encoder(name: str, device: str = "cpu", trust_checkpoint: bool = False)
         load_strict(model, state, path)
         source = str(path)
 
+    try:
+        preprocessing = family.complete_preprocessing(model, params, preprocessing)
+    except ClearbenchError as exc:
+        raise InputError(where, str(exc)) from exc
     dim = family.output_dim(params)
     if dim is None:
         raise ClearbenchError(f"family '{family.name}' could not tell the embedding dim of '{card.name}'")
@@ -337,6 +369,10 @@ def _check_weights_kind(family: Family, card: EncoderCard) -> None:
     if family.learned == card.weights.none:
         wanted = 'weights = "none"' if not family.learned else 'a weights file or weights = "random"'
         raise ClearbenchError(f"family '{family.name}' needs {wanted}")
+    spec = card.weights
+    if spec.hf_repo and not spec.hf_file and family.locate_model_folder(card) is None:
+        raise ClearbenchError(f"family '{family.name}' reads one weights file: [weights] hf_repo needs hf_file "
+                              "(the file inside the repo)")
 
 
 def preprocessing_hash(family: str, preprocessing: Mapping[str, Any]) -> str:
