@@ -269,3 +269,10 @@ def test_check_command_on_an_hf_folder(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["passed"] and report["weights"] == str(tmp_path / "model")
+
+
+def test_a_file_family_still_needs_hf_file_with_hf_repo():
+    write_card({"name": "femto-hub", "family": "mambaout", "weights": {"hf_repo": "org/femto"}})
+    with pytest.raises(ClearbenchError, match="hf_repo needs hf_file"):
+        load_encoder("femto-hub")
+    assert "hf_repo needs hf_file" in encoder_status(get_card("femto-hub")).problem

@@ -23,7 +23,7 @@ import contextlib
 import json
 import re
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -200,23 +200,10 @@ def check_card(card: EncoderCard, weights: WeightsChoice = "random", device: str
 
 def _behaviour_checks(encoder: Encoder) -> list[CheckResult]:
     eval_check = _eval_mode_check(encoder)
-    if isinstance(encoder, SliceEncoder):
-        inputs = sample_slices()
-        items: list[Any] = [inputs[i:i + 1] for i in range(inputs.shape[0])]
-        batch_fn: Callable[[], torch.Tensor] = lambda: encoder.encode(inputs)
-        item_fn: Callable[[Any], torch.Tensor] = encoder.encode
-        snapshot = [inputs.clone()]
-        current: Callable[[], list[Any]] = lambda: [inputs]
-    else:
-        scans = sample_scans()
-        items = scans
-        batch_fn = lambda: encoder.embed(torch.cat([encoder.preprocess(s) for s in scans]))
-        item_fn = encoder.encode
-        snapshot = [s.hu.copy() for s in scans]
-        current = lambda: [s.hu for s in scans]
-    n = len(items)
+    probe = _SliceProbe(encoder) if isinstance(encoder, SliceEncoder) else _VolumeProbe(encoder)
+    n = len(probe.items)
     try:
-        first = batch_fn()
+        first = probe.batch()
     except Exception as exc:  # noqa: BLE001 - whatever the family raises is the finding
         return [eval_check, CheckResult("shape and dtype", False, f"{type(exc).__name__}: {_one_line(exc)}")]
     checks = [eval_check]
@@ -230,20 +217,55 @@ def _behaviour_checks(encoder: Encoder) -> list[CheckResult]:
     scale = float(first[finite].abs().max()) if finite.any() else 0.0
     tolerance = RELATIVE_TOLERANCE * max(scale, 1e-3)
     try:
-        one_by_one = torch.cat([item_fn(item) for item in items])
+        one_by_one = torch.cat([probe.item(item) for item in probe.items])
         diff = _max_diff(first, one_by_one)
         checks.append(CheckResult("batch = items", diff <= tolerance,
                                   f"max |batch - items| = {diff:.3g} (tolerance {tolerance:.3g})"))
-        second = batch_fn()
+        second = probe.batch()
         diff = _max_diff(first, second)
         checks.append(CheckResult("repeatable", diff <= tolerance,
                                   f"max |first - second| = {diff:.3g} (tolerance {tolerance:.3g})"))
     except Exception as exc:  # noqa: BLE001
         checks.append(CheckResult("batch = items", False, f"{type(exc).__name__}: {_one_line(exc)}"))
-    untouched = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(snapshot, current()))
+    untouched = probe.untouched()
     checks.append(CheckResult("input untouched", untouched, "inputs unchanged" if untouched
                               else "the encoder modified the caller's input in place"))
     return checks
+
+
+class _SliceProbe:
+    """Slice encoders: the fixed slices as one batch, and one by one through ``encode``."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder, self.inputs = encoder, sample_slices()
+        self.snapshot = self.inputs.clone()
+        self.items = [self.inputs[i:i + 1] for i in range(self.inputs.shape[0])]
+
+    def batch(self) -> torch.Tensor:
+        return self.encoder.encode(self.inputs)
+
+    def item(self, item: torch.Tensor) -> torch.Tensor:
+        return self.encoder.encode(item)
+
+    def untouched(self) -> bool:
+        return torch.equal(self.inputs, self.snapshot)
+
+
+class _VolumeProbe:
+    """Volume encoders: the preprocessed scans embedded as one batch, and each scan through ``encode``."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder, self.items = encoder, sample_scans()
+        self.snapshot = [s.hu.copy() for s in self.items]
+
+    def batch(self) -> torch.Tensor:
+        return self.encoder.embed(torch.cat([self.encoder.preprocess(s) for s in self.items]))
+
+    def item(self, scan: Scan) -> torch.Tensor:
+        return self.encoder.encode(scan)
+
+    def untouched(self) -> bool:
+        return all(np.array_equal(s.hu, h) for s, h in zip(self.items, self.snapshot))
 
 
 def _eval_mode_check(encoder: Encoder) -> CheckResult:
