@@ -31,7 +31,12 @@ def test_builtin_cards_cover_the_paper_and_say_where_weights_go():
     log = ProblemLog()
     cards = {c.name: c for c in list_cards(log) if c.source == "builtin"}
     assert log.problems == []
-    assert set(PAPER_ROWS) | {"hu-hist", "mambaout-femto-random"} == set(cards)
+    examples = {"rad-dino": "microsoft/rad-dino", "dinov2-base": "facebook/dinov2-base"}  # hf cards, not paper rows
+    assert set(PAPER_ROWS) | {"hu-hist", "mambaout-femto-random"} | set(examples) == set(cards)
+    for name, repo in examples.items():
+        card = cards[name]
+        assert card.paper_name is None and card.license and card.citation and card.weights.hf_repo == repo
+        assert card.weights.env in card.weights.note and f"hf download {repo}" in card.weights.note
     for name, row in PAPER_ROWS.items():
         card = cards[name]
         assert card.paper_name == row and card.license and card.citation
