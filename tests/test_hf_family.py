@@ -276,3 +276,14 @@ def test_a_file_family_still_needs_hf_file_with_hf_repo():
     with pytest.raises(ClearbenchError, match="hf_repo needs hf_file"):
         load_encoder("femto-hub")
     assert "hf_repo needs hf_file" in encoder_status(get_card("femto-hub")).problem
+
+
+def test_weights_of_another_shape_are_listed(tmp_path):
+    folder = tmp_path / "model"
+    _save(folder, "dinov2", DINO, None)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "mlp_ratio": 2}))  # the saved MLP is 4x wide
+    write_card({"name": "reshaped", "family": "hf", "weights": str(folder)})
+    with pytest.raises(InputError) as info:
+        load_encoder("reshaped")
+    assert "wrongly shaped" in info.value.reason and "encoder.layer.0.mlp.fc1.weight (128, 32) vs model (64, 32)" in info.value.reason

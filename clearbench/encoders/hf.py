@@ -108,18 +108,26 @@ def load_hf_folder(folder: Path, pooling: str = "cls") -> tuple[nn.Module, list[
                                  "(is it a vision backbone?)") from exc
     with _quiet():
         try:
+            # Mismatched shapes are collected rather than raised, so the error below can list them.
             model, info = model_class.from_pretrained(str(folder), local_files_only=True, use_safetensors=True,
-                                                      output_loading_info=True)
+                                                      output_loading_info=True, ignore_mismatched_sizes=True)
         except (OSError, ValueError, RuntimeError) as exc:
             raise InputError(folder, f"transformers could not load the weights ({_first_line(exc)})") from exc
     missing = sorted(k for k in info.get("missing_keys", ()) if pooling == "pooler" or not k.startswith("pooler."))
-    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys", ()))
+    mismatched = sorted(_mismatch(k) for k in info.get("mismatched_keys", ()))
     parts = [f"{len(keys)} {what} key(s): {', '.join(keys[:_SHOWN])}{' ...' if len(keys) > _SHOWN else ''}"
              for what, keys in (("missing", missing), ("wrongly shaped", mismatched)) if keys]
     if parts:
         raise InputError(folder, "weights do not fit the model: " + "; ".join(parts)
                                  + " (is config.json the one saved with these weights?)")
     return model.float().eval(), files
+
+
+def _mismatch(entry: Any) -> str:
+    """``key (checkpoint shape) vs model (shape)`` from transformers' ``(key, ckpt_shape, model_shape)`` entry."""
+    if isinstance(entry, tuple) and len(entry) == 3:
+        return f"{entry[0]} {tuple(entry[1])} vs model {tuple(entry[2])}"
+    return str(entry)
 
 
 def _read_config(folder: Path) -> Any:
