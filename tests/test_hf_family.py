@@ -287,3 +287,21 @@ def test_weights_of_another_shape_are_listed(tmp_path):
     with pytest.raises(InputError) as info:
         load_encoder("reshaped")
     assert "wrongly shaped" in info.value.reason and "encoder.layer.0.mlp.fc1.weight (128, 32) vs model (64, 32)" in info.value.reason
+
+
+def test_embed_a_synthetic_cohort_with_an_hf_card(tmp_path):
+    from clearbench.scans.synth.deeplesion import write_cohort
+    from clearbench.store import EmbeddingStore
+
+    cohort = write_cohort(tmp_path / "dl", n_scans=2, seed=3, size=32)
+    _save(tmp_path / "model", "dinov2", DINO, BIT_PROCESSOR)
+    write_card({"name": "tiny-dino", "family": "hf", "weights": str(tmp_path / "model")})
+    result = CliRunner().invoke(app, ["embed", "--encoder", "tiny-dino", "--dataset", "deeplesion", "--root",
+                                      str(cohort), "--json"], terminal_width=200)
+    assert result.exit_code == 0, (result.output, result.exception)
+    store = EmbeddingStore()
+    bags = store.bags("deeplesion", "tiny-dino")
+    assert len(bags) == 2 and bags.dim == 32 and np.isfinite(bags.vectors).all()
+    prov = store.provenance("deeplesion__tiny-dino")
+    assert prov["family"] == "hf" and prov["weights_sha256"] == file_sha256(tmp_path / "model" / "model.safetensors")
+    assert prov["preprocessing"]["crop"] == 28
