@@ -38,6 +38,9 @@ _LAZY: dict[str, str] = {
     "PretrainConfig": "clearbench.pretraining.config",
     "explain": "clearbench.explaining.api",
     "attention_hit_rate": "clearbench.explaining.api",
+    "leaderboard": "clearbench.leaderboards",
+    "leaderboard_overview": "clearbench.leaderboards",
+    "label_columns": "clearbench.leaderboards",
 }
 
 

@@ -36,6 +36,7 @@ _COMMAND_MODULES = (
     "run",
     "explain",
     "pretrain",
+    "leaderboard",
 )
 
 

@@ -201,6 +201,23 @@ def run(
                 f"{r.task} · {r.encoder}: reused finished folds {', '.join(map(str, r.reused))} (pass --rerun to retrain them)"
             )
         console.print(summary_table(r))
+    if not json_out:
+        print_run_board(results, store)
+
+
+def print_run_board(results: Sequence["EncoderRun"], store: Optional[Path]) -> None:
+    """The task's leaderboard for the encoders just run, the runs just made (the full board is one command away)."""
+    from clearbench.leaderboards import leaderboard
+    from clearbench.leaderboards.render import to_rich
+
+    task = results[0].task
+    try:
+        board = leaderboard(task, store=store, run=[r.run_id for r in results], encoders=[r.encoder for r in results], published=False)
+    except ClearbenchError as exc:
+        err_console.print(f"[yellow]note:[/] no leaderboard for this run: {escape(str(exc))}", soft_wrap=True, highlight=False)
+        return
+    console.print(to_rich(board, compact=True))
+    console.print(f"every encoder and the paper's rows: clearbench leaderboard {escape(task)}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

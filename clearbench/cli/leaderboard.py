@@ -1,0 +1,85 @@
+"""``clearbench leaderboard [TASK ...]``: encoders compared on a task, or every task side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+
+from clearbench.cli.common import console, err_console
+from clearbench.errors import ClearbenchError
+
+METRICS = ("auc", "auprc", "f1")
+FORMATS = ("table", "md", "csv", "latex", "json")
+
+
+def _check_choice(option: str, value: str, valid: tuple[str, ...]) -> str:
+    if value not in valid:
+        raise ClearbenchError(f"{option} {value}: unknown; valid: {', '.join(valid)}")
+    return value
+
+
+def print_boards(frames: list, fmt: str, out: Optional[Path]) -> None:
+    """Draw ``frames`` on the terminal, or write them in ``fmt`` to stdout or ``out``."""
+    from clearbench.leaderboards.render import render, to_rich
+
+    if fmt == "table" and out is None:
+        for df in frames:
+            console.print(to_rich(df))
+        return
+    if fmt == "table":
+        from rich.console import Console
+
+        with out.open("w", encoding="utf-8") as f:
+            file_console = Console(file=f, width=240, highlight=False, color_system=None)
+            for df in frames:
+                file_console.print(to_rich(df))
+        return
+    text = render(frames, fmt)
+    if out is None:
+        print(text, end="", flush=True)
+    else:
+        out.write_text(text, encoding="utf-8")
+
+
+def leaderboard(
+    tasks: Optional[list[str]] = typer.Argument(None, help="Task name(s); none: one overview of every task with finished runs."),
+    metric: str = typer.Option("auc", "--metric", "-m", help="auc, auprc or f1."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table (terminal), md, csv, latex or json."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write to this file instead of the terminal."),
+    published: bool = typer.Option(True, "--published/--no-published", help="Show the paper's rows beside yours."),
+    run: Optional[list[str]] = typer.Option(None, "--run", help="Show this run for its encoder instead of the newest (repeatable)."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap replicates for CIs and p-values (0: none)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+    store: Optional[Path] = typer.Option(None, "--store", help="The LanceDB store (default: CLEARBENCH_HOME/store)."),
+) -> None:
+    """Rank encoders on a task as in the paper's tables, with bootstrap CIs, paired tests and published rows."""
+    _check_choice("--metric", metric, METRICS)
+    _check_choice("--format", fmt, FORMATS)
+    from clearbench.leaderboards import leaderboard as board
+    from clearbench.leaderboards import leaderboard_overview
+
+    if not tasks:
+        if run:
+            raise ClearbenchError("--run picks a run of one task's board: name the task, e.g. clearbench leaderboard task1 --run ID")
+        print_boards([leaderboard_overview(metric=metric, published=published, store=store)], fmt, out)
+        return
+    frames, failed = [], []
+    for task in tasks:
+        try:
+            frames.append(board(task, metric=metric, published=published, store=store, run=run, n_boot=bootstrap, seed=seed))
+        except ClearbenchError as exc:
+            if len(tasks) == 1:
+                raise
+            failed.append(task)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+    if frames:
+        print_boards(frames, fmt, out)
+    if failed:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("leaderboard")(leaderboard)
