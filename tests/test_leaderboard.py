@@ -21,6 +21,7 @@ from clearbench.leaderboards.published import load_published, published_dir
 from clearbench.protocols.metrics import FoldScores
 from clearbench.protocols.run import _metric_rows
 from clearbench.store.results import ResultsStore
+from clearbench.store.splits import SplitTables
 from clearbench.tasks.registry import get_task
 
 LABELS = list(get_task("task1").labels)
@@ -36,6 +37,7 @@ def store_run(
     seed: int = 0,
     task: str = "task1",
     n_folds: int = 5,
+    split_id: str | None = None,
 ) -> str:
     """A finished holdout+kfold run written through ResultsStore: every fold predicts the same test scans."""
     results = ResultsStore(store)
@@ -44,7 +46,7 @@ def store_run(
     scans = [f"{p}_s{j}" for j, p in enumerate(patients)]
     truth = np.random.default_rng(100 + first_patient).random((len(scans), len(LABELS))) < 0.4
     y = truth.astype(np.float32)
-    config_hash = f"{encoder}-{seed}-{first_patient}-{n_patients}"
+    config_hash = f"{encoder}-{seed}-{first_patient}-{n_patients}-{split_id}"
     run_id = f"run-{config_hash}"
     results.start_run(
         {
@@ -56,6 +58,8 @@ def store_run(
             "config": json.dumps({"task": {"protocol": {"kind": "holdout+kfold", "folds": 5}}}),
             "encoder_provenance": json.dumps({"encoder": encoder, "card": {"name": encoder}, "weights_sha256": "ab" * 32}),
             "clearbench_version": "test",
+            "split_id": split_id,
+            "n_missing": 0 if split_id else None,
         }
     )
     for k in range(n_folds):
@@ -90,7 +94,7 @@ def board(store: Path) -> pl.DataFrame:
 
 
 def test_cells_equal_the_stored_per_fold_metrics(store: Path, board: pl.DataFrame) -> None:
-    metrics = pl.from_arrow(ResultsStore(store).metrics("strong-1-0-30")).filter(pl.col("metric") == "auc")
+    metrics = pl.from_arrow(ResultsStore(store).metrics("strong-1-0-30-None")).filter(pl.col("metric") == "auc")
     row = board.filter(pl.col("encoder") == "strong").row(0, named=True)
     for label, column in [*((label, label) for label in LABELS), ("macro", "average")]:
         values = metrics.filter(pl.col("label") == label).sort("fold")["value"].to_numpy()
@@ -149,6 +153,16 @@ def test_incomplete_run_is_apart_and_unfinished_runs_are_ignored(tmp_path: Path)
     df = leaderboard("task1", store=path, n_boot=0, published=False)
     assert df["encoder"].to_list() == ["full", "partial"]
     assert df["reason"][1] == "only 3 of its 5 folds are stored"
+
+
+def test_a_run_on_a_split_that_is_no_longer_the_tasks_is_apart(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    store_run(path, "old", signal=1.0, seed=1, split_id="split-a")
+    store_run(path, "new", signal=1.0, seed=2, split_id="split-b")
+    SplitTables(ResultsStore(path).db).choose("task1", "{}", 0, "fingerprint", "split-b", "resplit")
+    df = leaderboard("task1", store=path, n_boot=0, published=False)
+    assert df.select("encoder", "group", "split_id", "n_missing").rows() == [("new", "ranked", "split-b", 0), ("old", "apart", "split-a", 0)]
+    assert df["reason"][1] == "ran on split split-a, not the task's current split split-b; rerun it with: clearbench run task1 -e old"
 
 
 def test_a_task_without_runs_names_the_command_that_makes_one(tmp_path: Path) -> None:

@@ -152,17 +152,22 @@ def _signature(rec: RunRecord) -> tuple:
 
 
 def _reference(candidates: list[RunRecord]) -> RunRecord | None:
-    """A run of the largest group of candidates sharing a test set (ties: the group with the newest run)."""
+    """A run of the largest group of candidates sharing a test set.
+
+    Ties go to the group tested on more patients (an encoder that lacks a test scan loses, not the split),
+    then to the group with the newest run.
+    """
     groups: dict[tuple, list[RunRecord]] = {}
     for rec in candidates:
         groups.setdefault(_signature(rec), []).append(rec)
     if not groups:
         return None
 
-    def size_then_newest(g: list[RunRecord]) -> tuple[int, float]:
-        return len(g), max((r.finished_at.timestamp() for r in g if r.finished_at is not None), default=0.0)
+    def preference(g: list[RunRecord]) -> tuple[int, int, float]:
+        newest = max((r.finished_at.timestamp() for r in g if r.finished_at is not None), default=0.0)
+        return len(g), g[0].n_test_patients, newest
 
-    best = max(groups.values(), key=size_then_newest)
+    best = max(groups.values(), key=preference)
     return best[0]
 
 
