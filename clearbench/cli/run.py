@@ -13,6 +13,7 @@ from rich.table import Table
 
 from clearbench.cli.common import console, err_console, print_json_line, print_problem
 from clearbench.errors import ClearbenchError
+from clearbench.progress import LoggedProgress
 
 if TYPE_CHECKING:
     from clearbench.mil.train import EpochInfo
@@ -148,7 +149,7 @@ def run(
         TimeElapsedColumn(),
         TextColumn("{task.fields[info]}"),
     )
-    with Progress(*columns, console=err_console, transient=False, disable=json_out) as progress:
+    with LoggedProgress(*columns, console=err_console, transient=False, disable=json_out) as progress:
         results = run_task(
             task,
             encoder or None,

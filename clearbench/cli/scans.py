@@ -7,11 +7,12 @@ from pathlib import Path
 import typer
 from rich import box
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from clearbench.cli.common import console, err_console, print_json_line, print_problem
 from clearbench.errors import ClearbenchError
+from clearbench.progress import LoggedProgress
 
 # Datasets with more label columns than this show only the positive ones in the table.
 _LABELS_SHOWN_BY_VALUE = 2
@@ -87,17 +88,16 @@ def scans(
     table.add_column("problems")
 
     n_read = n_with_problems = n_skipped = 0
-    progress = Progress(
+    progress = LoggedProgress(
         TextColumn("reading scans"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         console=err_console,
         transient=True,
-        disable=not err_console.is_terminal,
     )
     with progress:
-        task = progress.add_task("scans", total=total)
+        task = progress.add_task("reading scans", total=total)
         for summary in survey(reader, limit=limit):
             progress.advance(task)
             severities = [p.severity for p in summary.problems if p.severity != "info"]

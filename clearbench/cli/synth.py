@@ -8,9 +8,10 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
 from clearbench.cli.common import console, err_console
+from clearbench.progress import LoggedProgress
 
 
 class SynthDataset(str, Enum):
@@ -29,7 +30,7 @@ def synth(
     """Write a synthetic DeepLesion, RAD-ChestCT or NSCLC-Radiomics cohort of phantom CTs."""
     write_cohort = import_module(f"clearbench.scans.synth.{dataset.value}").write_cohort
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, console=err_console, transient=True) as bar:
+    with LoggedProgress(*columns, console=err_console, transient=True) as bar:
         task = bar.add_task(f"writing {dataset.value}", total=scans)
         root = write_cohort(out, scans, seed, size=size, progress=lambda n: bar.advance(task, n))
     console.print(

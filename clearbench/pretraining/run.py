@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
@@ -49,6 +49,7 @@ from clearbench.pretraining.data import (
 )
 from clearbench.pretraining.export import WEIGHTS, check_card_name_free, export
 from clearbench.pretraining.moco import MoCo, lr_at, momentum_at
+from clearbench.progress import LoggedProgress
 from clearbench.scans.base import DatasetReader, ScanRecord
 from clearbench.scans.problems import ProblemLog
 from clearbench.scans.registry import open_dataset
@@ -305,8 +306,8 @@ class _Run:
         return backbone, moco, online
 
     # -- the run ----------------------------------------------------------------------------------
-    def _progress(self) -> Progress:
-        return Progress(
+    def _progress(self) -> LoggedProgress:
+        return LoggedProgress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
