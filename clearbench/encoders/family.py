@@ -47,50 +47,9 @@ Registration:
   :class:`Family` subclasses, card tables (``dict``, the TOML content) or paths to card ``.toml`` files or
   folders of them. Plugins may add names but never replace built-in families or cards.
 
-Worked example: a family that embeds each slice with a single random convolution, in its own package::
-
-    # mypkg/encoders.py
-    from pathlib import Path
-    from torch import nn
-    from clearbench.encoders.image import ImageSliceFamily
-
-    def build_tinyconv(width: int = 16) -> nn.Module:
-        '''A conv + global average pool; loads flat keys ``conv.weight``, ``conv.bias``.'''
-        net = nn.Sequential()
-        net.add_module("conv", nn.Conv2d(3, width, 7, stride=4))
-        net.add_module("pool", nn.AdaptiveAvgPool2d(1))
-        net.add_module("flat", nn.Flatten())
-        return net
-
-    class TinyConvFamily(ImageSliceFamily):        # kind "slice", 224 px ImageNet preprocessing
-        name = "tinyconv"
-        default_params = {"width": 16}
-        heads = ("head.",)                          # dropped from checkpoints before the strict load
-
-        def build(self, params):
-            return build_tinyconv(params["width"])
-
-        def infer_params(self, state_dict, params):
-            return {**params, "width": state_dict["conv.weight"].shape[0]}
-
-        def output_dim(self, params):
-            return params["width"]
-
-    def clearbench_encoders():
-        return [TinyConvFamily, Path(__file__).parent / "cards"]
-
-    # mypkg/pyproject.toml
-    [project.entry-points."clearbench.encoders"]
-    mypkg = "mypkg.encoders:clearbench_encoders"
-
-    # mypkg/cards/tinyconv-random.toml
-    name = "tinyconv-random"
-    family = "tinyconv"
-    weights = "random:0"
-    [params]
-    width = 32
-
-after which ``clearbench.load_encoder("tinyconv-random").encode(slices)`` gives ``(n, 32)`` float32.
+A complete worked example (a family, its cards shipped as package data, the entry point, and how to install
+and load it) is the README's "A new architecture, as a package of your own"; ``tests/test_readme.py``
+installs it from the README and loads it, so the recipe cannot drift from what works.
 """
 
 from __future__ import annotations
