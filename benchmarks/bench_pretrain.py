@@ -1,4 +1,4 @@
-"""Pretraining step time against a bare forward and backward pass of both encoders (DESIGN §10: ≤ 1.2).
+"""Pretraining step time against a bare forward and backward pass of both encoders (target: a ratio of at most 1.2).
 
 For each architecture, on the same batch of two views ``B x 3 x S x S`` (one process, this device):
 

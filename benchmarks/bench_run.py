@@ -197,7 +197,7 @@ def main() -> None:
     ap.add_argument("--scans", type=int, default=300)
     ap.add_argument("--dim", type=int, default=768)
     ap.add_argument("--labels", type=int, default=8)
-    # DeepLesion series folders hold typically 30-60 slices (notes/datasets.md); task 1 embeds each slice
+    # DeepLesion series folders hold typically 30-60 slices (docs/DATASETS.md §1); task 1 embeds each slice
     # in two windows, so its bags have 60-120 instances.
     ap.add_argument("--min-len", type=int, default=60, help="fewest instances per bag (both windows)")
     ap.add_argument("--max-len", type=int, default=120, help="most instances per bag (both windows)")

@@ -44,7 +44,7 @@ def test_layout_and_csv_columns(cohort: tuple[Path, list[np.ndarray]]) -> None:
     assert all(len(f.split("_")) == 3 and len(f) == 12 for f in folders)
     with (root / "DL_info.csv").open(newline="") as fh:
         header = next(csv.reader(fh))
-    # The header of the real file (docs/notes/datasets.md), spelled out so that a typo in DL_COLUMNS shows.
+    # The header of the real file (docs/DATASETS.md §1), spelled out so that a typo in DL_COLUMNS shows.
     assert ",".join(header) == (
         "File_name,Patient_index,Study_index,Series_ID,Key_slice_index,Measurement_coordinates,Bounding_boxes,"
         "Lesion_diameters_Pixel_,Normalized_lesion_location,Coarse_lesion_type,Possibly_noisy,Slice_range,"

@@ -178,7 +178,7 @@ def test_vit_convb_tiny_forward_and_stem_keys():
     assert out.shape == (3, 64) and out.dtype == torch.float32
     stem = {k.split(".")[2] for k in enc.model.state_dict() if k.startswith("patch_embed.proj.")}
     assert stem == {"0", "1", "3", "4", "6", "7", "9", "10", "12"}
-    assert sum(p.numel() for p in enc.model.parameters()) == 80_072  # notes/encoders.md, tiny config
+    assert sum(p.numel() for p in enc.model.parameters()) == 80_072  # counted from the module itself, tiny config
 
 
 def test_vit_convb_position_embedding_is_fixed_sincos():
@@ -238,7 +238,7 @@ def test_biomedclip_open_clip_layout_loads_visual_tower_only():
 
 @pytest.mark.slow
 def test_full_size_models_match_the_published_parameter_counts():
-    """The full architectures, as counted in notes/encoders.md from the published code (heads removed)."""
+    """The full architectures, as counted from the published code (heads removed); see each family module."""
     from clearbench.encoders.mambaout import VARIANTS
 
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731

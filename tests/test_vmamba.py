@@ -44,7 +44,7 @@ def test_tiny_config_runs_on_cpu():
     out = enc.encode(_slices())
     assert enc.kind == "slice" and enc.dim == 128
     assert out.shape == (3, 128) and out.dtype == torch.float32 and torch.isfinite(out).all()
-    assert sum(p.numel() for p in enc.model.parameters()) == 405_952  # notes/encoders.md, tiny config
+    assert sum(p.numel() for p in enc.model.parameters()) == 405_952  # counted from the module itself, tiny config
     assert enc.provenance["weights"] == "random:3"
     assert torch.equal(load_encoder("vm-tiny").encode(_slices()), out)  # seeded: reproducible
 

@@ -32,7 +32,7 @@ from clearbench.scans.windows import Window, get_window
 from clearbench.store.embeddings import EmbeddingStore, EmbeddingTable, NonFiniteEmbeddingError, ScanEmbeddings, check_vectors
 from clearbench.store.schema import VOLUME_SLICE_IDX, VOLUME_WINDOW
 
-# The windows each dataset's tasks use (DESIGN §3): task 1 reads DeepLesion in both, tasks 2 and 3 lung only.
+# The windows each dataset's tasks use (the built-in task cards in tasks/): task 1 reads DeepLesion in both, tasks 2 and 3 lung only.
 DEFAULT_WINDOWS: dict[str, tuple[str, ...]] = {
     "deeplesion": ("abdomen", "lung"),
     "radchest": ("lung",),

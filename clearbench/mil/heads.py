@@ -72,7 +72,7 @@ class AttentionPool(nn.Module):
 
 
 class ABMIL(nn.Module):
-    """Attention-MIL head for bags of slice embeddings (DESIGN.md section 6)."""
+    """Attention-MIL head for bags of slice embeddings (docs/ARCHITECTURE.md, "protocol")."""
 
     def __init__(
         self,
@@ -101,7 +101,7 @@ class ABMIL(nn.Module):
 
 
 class MLPHead(nn.Module):
-    """The head for volume encoders, which give one vector per scan (DESIGN.md section 6)."""
+    """The head for volume encoders, which give one vector per scan (docs/ARCHITECTURE.md, "protocol")."""
 
     def __init__(self, in_dim: int, n_out: int, hidden: int = 256, dropout: float = 0.5) -> None:
         super().__init__()

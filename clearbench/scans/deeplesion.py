@@ -1,6 +1,6 @@
 """NIH DeepLesion as users download it: ``Images_png/`` series folders plus ``DL_info.csv``.
 
-Layout (facts in ``docs/notes/datasets.md`` §1)::
+Layout (facts in ``docs/DATASETS.md`` §1)::
 
     ROOT/DL_info.csv
     ROOT/Images_png/000001_01_01/103.png ... 115.png     (uint16 PNG, HU = value - 32768)

@@ -1,6 +1,6 @@
 """RAD-ChestCT (Draelos et al.) as users download it: ``.npz`` volumes plus label and metadata CSVs.
 
-Layout (facts in ``docs/notes/datasets.md`` §2), anywhere below the root::
+Layout (facts in ``docs/DATASETS.md`` §2), anywhere below the root::
 
     trn00001.npz  val00001.npz  tst00001.npz ...                 key "ct": int16 HU, [-1000, 1000]
     img{train,valid,test}_Abnormality_and_Location_Labels.csv   NoteAcc_DEID + "{abnormality}*{location}"
