@@ -3,7 +3,8 @@
 The plugin example is the recipe a user copies to add an architecture, so it is extracted from README.md
 here (every fenced block whose first line names a file under ``tinyconv-plugin/``), installed with pip
 (non-editable, into a folder of its own, never into the test environment), and used in a fresh
-interpreter exactly as the README's Python block uses it.
+interpreter exactly as the README's Python block uses it, then held to the family contract by
+``clearbench encoders check``.
 """
 
 from __future__ import annotations
@@ -95,8 +96,12 @@ def _install(source: Path, target: Path) -> None:
 
 def _run_readme_python(site: Path, home: Path) -> subprocess.CompletedProcess[str]:
     [snippet] = [body for body in _blocks("python") if 'load_encoder("tinyconv-random")' in body]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)]), "CLEARBENCH_HOME": str(home)}
-    return subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, env=env, cwd=home)
+    return subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, env=_env(site, home), cwd=home)
+
+
+def _env(site: Path, home: Path) -> dict[str, str]:
+    """The plugin's install folder and this checkout on the path, in a home of the test's own."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)]), "CLEARBENCH_HOME": str(home)}
 
 
 @pytest.mark.slow
@@ -110,6 +115,11 @@ def test_the_plugin_example_installs_and_loads_through_the_registry(tmp_path: Pa
     result = _run_readme_python(site, home)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["tinyconv-random", "(2,", "32)", "random:0"]
+    check = subprocess.run(
+        [sys.executable, "-m", "clearbench", "encoders", "check", "tinyconv-random", "--json"],
+        capture_output=True, text=True, env=_env(site, home), cwd=home,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
 
     # The same package without its package-data table installs no cards, so the encoder is unknown: the
     # table is what the recipe needs, and the test above would catch a README that lost it.
