@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 from pathlib import Path
 
@@ -149,3 +150,122 @@ def test_safetensors_and_unreadable_files(tmp_path):
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="junk.pth: not a readable"):
         W.read_state_dict(junk)
+
+
+def _swap_in_place(path: Path, new_bytes: bytes) -> None:
+    """Overwrite ``path`` with other bytes of the same length and set its mtime back, as ``touch -r`` would."""
+    before = path.stat()
+    assert len(new_bytes) == before.st_size
+    with path.open("r+b") as fh:
+        fh.write(new_bytes)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+
+
+def _same_size_pair() -> tuple[bytes, bytes]:
+    """Two checkpoints of the same architecture with different weights, and the same size in bytes."""
+    a, b = home() / "a.pth", home() / "b.pth"
+    torch.save(_tiny_state(1), a)
+    torch.save(_tiny_state(2), b)
+    data_a, data_b = a.read_bytes(), b.read_bytes()
+    assert len(data_a) == len(data_b) and data_a != data_b
+    return data_a, data_b
+
+
+def test_same_size_same_mtime_swap_is_refused_when_the_card_pins_a_sha256():
+    data_a, data_b = _same_size_pair()
+    path = home() / "weights" / "pinned.pth"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data_a)
+    _card({"path": str(path), "sha256": hashlib.sha256(data_a).hexdigest()})
+    assert load_encoder("mo").provenance["weights_sha256"] == hashlib.sha256(data_a).hexdigest()  # now cached
+    _swap_in_place(path, data_b)
+    with pytest.raises(InputError, match="does not match the card's"):
+        load_encoder("mo")
+    W._memory_cache.clear()  # the on-disk cache is not fooled either
+    with pytest.raises(InputError, match="does not match the card's"):
+        load_encoder("mo")
+
+
+def test_same_size_same_mtime_swap_is_recorded_as_the_new_file_when_nothing_is_pinned():
+    data_a, data_b = _same_size_pair()
+    path = home() / "weights" / "free.pth"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data_a)
+    _card({"path": str(path)})
+    assert load_encoder("mo").provenance["weights_sha256"] == hashlib.sha256(data_a).hexdigest()
+    _swap_in_place(path, data_b)
+    enc = load_encoder("mo")
+    assert enc.provenance["weights_sha256"] == hashlib.sha256(data_b).hexdigest()
+    torch.testing.assert_close(enc.model.state_dict()["stem.conv1.weight"], _tiny_state(2)["stem.conv1.weight"])
+
+
+def test_a_file_swapped_after_hashing_is_not_the_one_loaded(monkeypatch):
+    """The digest and the tensors come from the same open file, even when the path points elsewhere meanwhile."""
+    first = _weights_file(_tiny_state(1), "first.pth")
+    other = _weights_file(_tiny_state(2), "other.pth")
+    path = home() / "weights" / "current.pth"
+    path.symlink_to(first)
+    digest_1 = hashlib.sha256(first.read_bytes()).hexdigest()
+    real = W._sha256_of_open
+
+    def hash_then_swap(p, fh):
+        digest = real(p, fh)
+        path.unlink()
+        path.symlink_to(other)  # the path now leads to other weights
+        return digest
+
+    monkeypatch.setattr(W, "_sha256_of_open", hash_then_swap)
+    state, digest = W.load_verified(path, digest_1)
+    assert digest == digest_1
+    torch.testing.assert_close(state["stem.conv1.weight"], _tiny_state(1)["stem.conv1.weight"])
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, (f"touch {home() / 'pwned'}",))
+
+
+def test_a_pickle_that_would_run_code_is_refused_saying_why(tmp_path):
+    import pickle
+
+    zipped = tmp_path / "evil.pth"
+    torch.save({"state_dict": _tiny_state(), "x": _RunsCode()}, zipped)
+    raw = tmp_path / "evil.pkl"
+    raw.write_bytes(pickle.dumps(_RunsCode(), protocol=4))
+    for path in (zipped, raw):
+        with pytest.raises(InputError) as err:
+            W.read_state_dict(path)
+        msg = str(err.value)
+        assert "needs pickle (pass --trust-checkpoint only for files you trust)" in msg, msg
+        assert f"{os.name}.system" in msg and str(path) in msg
+    assert not (home() / "pwned").exists()
+
+
+def test_a_trusted_checkpoint_with_a_class_that_cannot_be_imported_names_it(tmp_path, capsys):
+    import sys
+    import types
+
+    module = types.ModuleType("gone_training_lib")
+    thing = type("TrainArgs", (), {"__module__": "gone_training_lib"})
+    module.TrainArgs = thing
+    sys.modules["gone_training_lib"] = module
+    try:
+        path = _weights_file({"state_dict": _tiny_state(), "args": thing()}, "gone.pth")
+    finally:
+        del sys.modules["gone_training_lib"]
+    expected = ("pickled class TrainArgs from module gone_training_lib cannot be imported "
+                "(No module named 'gone_training_lib'): install gone_training_lib or re-save the state_dict")
+    with pytest.raises(InputError) as err:
+        W.read_state_dict(path, trust_checkpoint=True)
+    assert str(err.value) == f"{path}: {expected}"
+
+    from clearbench.cli import main
+
+    _card({"path": str(path)})
+    with pytest.raises(SystemExit) as exit_info:
+        main(["embed", "-e", "mo", "-d", "deeplesion", "--root", str(tmp_path), "--trust-checkpoint"])
+    assert exit_info.value.code == 1
+    err_text = capsys.readouterr().err.strip()
+    assert err_text.count("\n") == 0 and expected in err_text and "Traceback" not in err_text

@@ -38,10 +38,9 @@ from clearbench.encoders.family import BUILTIN_FAMILIES, ENTRY_POINT_GROUP, Enco
 from clearbench.encoders.weights import (
     WeightsLocation,
     load_strict,
+    load_verified,
     locate_weights,
-    read_state_dict,
     require_weights,
-    verify_sha256,
 )
 from clearbench.encoders.model_folder import files_sha256, require_model_folder, verify_folder_sha256, weight_files
 from clearbench.errors import ClearbenchError, InputError
@@ -327,8 +326,8 @@ def load_card(card: EncoderCard, device: str = "cpu", trust_checkpoint: bool = F
         source = str(folder)
     else:
         path = require_weights(card)
-        digest = verify_sha256(path, card.weights.sha256)
-        state = family.adapt_state_dict(read_state_dict(path, trust_checkpoint), params)
+        state, digest = load_verified(path, card.weights.sha256, trust_checkpoint)
+        state = family.adapt_state_dict(state, params)
         params = family.infer_params(state, params)
         with seeded(0):  # anything the checkpoint does not hold (non-persistent buffers) is still reproducible
             model = family.build(params)

@@ -12,11 +12,13 @@ import hashlib
 import json
 import os
 import pickle
+import pickletools
 import re
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
@@ -34,7 +36,8 @@ WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 MOCO_PREFIX = "base_encoder."
 
 # torch's weights_only unpickler names the class it refused; anything else it rejects is a damaged file.
-_PICKLED_GLOBAL = re.compile(r"Unsupported (?:global|class):?\s*(?:GLOBAL\s+)?([\w.]+)")
+_PICKLED_GLOBAL = re.compile(r"unsupported\s+(?:global|class)\b:?\s*(?:GLOBAL\s+)?([\w.]+)", re.I)
+_UNSUPPORTED_OPCODE = re.compile(r"Unsupported operand \d+")
 _UNPICKLER_DETAIL = re.compile(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", re.S)
 _SHOWN = 5  # keys listed per kind in a strict-load error
 _CHUNK = 1 << 20
@@ -115,32 +118,45 @@ def require_weights(card: EncoderCard) -> Path:
 
 
 # -- hashing ------------------------------------------------------------------------------------------
-_memory_cache: dict[tuple[str, int, int], str] = {}
+# A digest is reused only for the same file in the same state: same device and inode (a file moved or copied
+# over is another inode), size, mtime, and ctime, which the kernel sets on every change and which, unlike
+# mtime (``touch -r``, ``os.utime``), a user cannot set back.
+_FileState = tuple[str, int, int, int, int, int]
+_memory_cache: dict[_FileState, str] = {}
 
 
 def _cache_file() -> Path:
     return home() / "cache" / "sha256.json"
 
 
+def _file_state(path: Path, stat: os.stat_result) -> _FileState:
+    return (str(path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
 def file_sha256(path: Path) -> str:
-    """The file's sha256, hashed in chunks; cached by (path, size, mtime) in memory and under CLEARBENCH_HOME.
+    """The file's sha256, hashed in chunks; cached by (path, device, inode, size, mtime, ctime).
 
     Checkpoints run to gigabytes; re-hashing one on every ``embed`` or ``encoders show`` would cost seconds.
-    A changed file changes size or mtime, so the cache never returns a stale digest for it.
     """
     path = Path(path).resolve()
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    with path.open("rb") as fh:
+        return _sha256_of_open(path, fh)
+
+
+def _sha256_of_open(path: Path, fh: BinaryIO) -> str:
+    """The digest of the open file ``fh`` (from its own fstat, so a path swapped meanwhile cannot fool it)."""
+    key = _file_state(path, os.fstat(fh.fileno()))
     if key in _memory_cache:
         return _memory_cache[key]
-    disk_key = f"{key[0]}|{key[1]}|{key[2]}"
+    disk_key = "|".join(map(str, key))
     disk = _read_disk_cache()
     digest = disk.get(disk_key)
     if digest is None:
         h = hashlib.sha256()
-        with path.open("rb") as fh:
-            while chunk := fh.read(_CHUNK):
-                h.update(chunk)
+        fh.seek(0)
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+        fh.seek(0)
         digest = h.hexdigest()
         disk[disk_key] = digest
         _write_disk_cache(disk)
@@ -167,16 +183,43 @@ def _write_disk_cache(data: dict[str, str]) -> None:
         return  # a read-only home only costs a re-hash next time
 
 
-def verify_sha256(path: Path, expected: str | None) -> str:
-    """The file's sha256; raises when the card declares a different one."""
-    digest = file_sha256(path)
+def _check_sha256(path: Path, digest: str, expected: str | None) -> None:
     if expected is not None and digest != expected.lower():
         raise InputError(path, f"sha256 {digest} does not match the card's {expected}; "
                                "the file is not the one the card describes (re-download it, or fix [weights] sha256)")
+
+
+def verify_sha256(path: Path, expected: str | None) -> str:
+    """The file's sha256; raises when the card declares a different one."""
+    digest = file_sha256(path)
+    _check_sha256(path, digest, expected)
     return digest
 
 
 # -- reading -----------------------------------------------------------------------------------------
+def load_verified(path: Path, expected_sha256: str | None = None, trust_checkpoint: bool = False) -> tuple[StateDict, str]:
+    """The state dict and the sha256 of the very bytes it was read from, checked against ``expected_sha256``.
+
+    The file is opened once: hashed (or its digest taken from the cache) through that handle, then loaded
+    from it, and its state compared before and after. Re-opening the path to load would let a file swapped in
+    between the two be loaded under the digest of the other.
+    """
+    path = Path(path)
+    try:
+        fh = path.resolve().open("rb")
+    except OSError as exc:
+        raise InputError(path, f"cannot be read ({exc.strerror or exc})") from exc
+    with fh:
+        before = os.fstat(fh.fileno())
+        digest = _sha256_of_open(path.resolve(), fh)
+        _check_sha256(path, digest, expected_sha256)
+        state = _read_open(path, fh, trust_checkpoint)
+        after = os.fstat(fh.fileno())
+    if _file_state(path, before) != _file_state(path, after):
+        raise InputError(path, "the file changed while it was being read; run again once nothing writes to it")
+    return state, digest
+
+
 def read_state_dict(path: Path, trust_checkpoint: bool = False) -> StateDict:
     """The backbone's state dict from a checkpoint file, with common containers and wrappers removed.
 
@@ -184,28 +227,94 @@ def read_state_dict(path: Path, trust_checkpoint: bool = False) -> StateDict:
     code when loaded, so it is refused unless the user says they trust it. ``.safetensors`` never needs pickle.
     """
     path = Path(path)
+    try:
+        fh = path.open("rb")
+    except OSError as exc:
+        raise InputError(path, f"cannot be read ({exc.strerror or exc})") from exc
+    with fh:
+        return _read_open(path, fh, trust_checkpoint)
+
+
+def _read_open(path: Path, fh: BinaryIO, trust_checkpoint: bool) -> StateDict:
+    fh.seek(0)
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from safetensors.torch import load
 
         try:
-            return unwrap_checkpoint(load_file(str(path), device="cpu"), path)
+            return unwrap_checkpoint(load(fh.read()), path)
         except Exception as exc:  # noqa: BLE001 - any parse failure is a bad file
-            raise InputError(path, f"not a readable safetensors file ({exc})") from exc
+            raise InputError(path, f"not a readable safetensors file ({_first_line(exc)})") from exc
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
+        if trust_checkpoint:
+            obj = torch.load(fh, map_location="cpu", weights_only=False, pickle_module=_NAMING_PICKLE)
+        else:
+            obj = torch.load(fh, map_location="cpu", weights_only=True)
+    except _MissingClass as exc:
+        raise InputError(
+            path, f"pickled class {exc.name} from module {exc.module} cannot be imported ({exc.reason}): "
+                  f"install {exc.module.split('.')[0]} or re-save the state_dict"
+        ) from None
     except pickle.UnpicklingError as exc:
         needs = _PICKLED_GLOBAL.search(str(exc))
-        if trust_checkpoint or needs is None:
+        name = needs[1] if needs else None
+        if name is None and not trust_checkpoint and _UNSUPPORTED_OPCODE.search(str(exc)):
+            fh.seek(0)
+            name = _first_pickled_global(fh)
+        if trust_checkpoint or name is None:
             detail = _UNPICKLER_DETAIL.search(str(exc))
-            raise InputError(path, f"not a readable torch checkpoint ({detail[1] if detail else _first_line(exc)})") from exc
+            raise InputError(path, f"not a readable torch checkpoint ({detail[1] if detail else _first_line(exc)})") from None
         raise InputError(
             path,
-            f"the checkpoint holds pickled Python objects ({needs[1]}), which can run code when loaded; refused. "
-            "If you trust where it came from, pass --trust-checkpoint (Python: trust_checkpoint=True)",
-        ) from exc
+            f"needs pickle (pass --trust-checkpoint only for files you trust): it holds the pickled global {name}, "
+            "and unpickling can run code; the safe loader reads tensors only (Python: trust_checkpoint=True)",
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise InputError(path, f"not a readable torch checkpoint ({_first_line(exc)})") from exc
     return unwrap_checkpoint(obj, path)
+
+
+class _MissingClass(Exception):
+    """A trusted pickle names a class that cannot be imported here."""
+
+    def __init__(self, module: str, name: str, reason: str) -> None:
+        self.module, self.name, self.reason = module, name, reason
+        super().__init__(f"{module}.{name}: {reason}")
+
+
+class _NamingUnpickler(pickle.Unpickler):
+    """pickle's unpickler, except that a class it cannot import is reported with its module and name."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError) as exc:
+            raise _MissingClass(module, name, _first_line(exc)) from None
+
+
+# torch.load takes a pickle *module*; this one is pickle with the unpickler above.
+_NAMING_PICKLE = types.ModuleType("clearbench_pickle")
+_NAMING_PICKLE.__dict__.update({k: v for k, v in vars(pickle).items() if not k.startswith("__")})
+_NAMING_PICKLE.Unpickler = _NamingUnpickler  # type: ignore[attr-defined]
+
+
+def _first_pickled_global(fh: BinaryIO) -> str | None:
+    """The first global a raw pickle stream would import, found without running it; None if it is no pickle.
+
+    torch's safe loader stops at the first opcode it does not support (newer pickle protocols), which says
+    nothing about what the file holds; the opcodes do.
+    """
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(fh):
+            if op.name in ("GLOBAL", "INST"):
+                return str(arg).replace(" ", ".")
+            if op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                return f"{strings[-2]}.{strings[-1]}"
+            if isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # noqa: BLE001 - anything that does not parse as a pickle is simply not one
+        return None
+    return None
 
 
 def _first_line(exc: BaseException) -> str:
