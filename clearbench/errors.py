@@ -13,6 +13,10 @@ class ClearbenchError(Exception):
     """An error caused by the user's input or environment, with a message meant for them."""
 
 
+class UsageError(ClearbenchError):
+    """The command was called with a value it cannot take (the CLI exits with code 2, as for a bad option)."""
+
+
 class InputError(ClearbenchError):
     """One bad input file: the message names the file and the reason."""
 

@@ -99,7 +99,9 @@ def test_a_corrupt_scan_is_reported_in_one_line_and_skipped(tmp_path, capsys):
     folders = sorted((root / "Images_png").iterdir())
     for png in folders[1].glob("*.png"):
         png.write_bytes(png.read_bytes()[:40])
-    main(["embed", "-e", "hu-hist", "-d", "deeplesion", "--root", str(root), "--windows", "lung", "--json"])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["embed", "-e", "hu-hist", "-d", "deeplesion", "--root", str(root), "--windows", "lung", "--json"])
+    assert exit_info.value.code == 3  # done, with a scan skipped
     out, err = capsys.readouterr()
     summary = json_lines(out)[0]
     assert (summary["scans_done"], summary["scans_failed"]) == (2, 1)

@@ -37,7 +37,7 @@ def test_list_as_json_lines_and_bad_cards_on_stderr():
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "broken.toml").write_text("name = ")
     result = runner.invoke(app, ["encoders", "--json"])
-    assert result.exit_code == 0
+    assert result.exit_code == 3  # listed, with a bad card skipped
     rows = {row["name"]: row for row in map(json.loads, result.stdout.splitlines())}
     assert rows["mambaout-lecl0"]["paper_name"] == "MambaOut-LECL-0"
     assert rows["mambaout-lecl0"]["weights_found"] is False

@@ -39,11 +39,11 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_cohort(tmp_path_factory.mktemp("deeplesion"), 4, seed=0, size=64)
 
 
-def pretrain(*args: str) -> dict:
+def pretrain(*args: str, exit_code: int = 0) -> dict:
     result = runner.invoke(app, ["pretrain", *args, *MICRO, "--json"])
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == exit_code, result.output
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -158,7 +158,7 @@ def test_streamed_run_reports_an_unreadable_slice_once(cohort: Path, tmp_path: P
     png = sorted((root / "Images_png").glob("*/*.png"))[3]
     png.write_bytes(png.read_bytes()[:100])
     out = pretrain("--arch", "vit-convb", "--method", "moco", "--root", str(root), "--epochs", "1",
-                   "--batch-size", "16", "--cache", "stream", "--tag", "badslice")
+                   "--batch-size", "16", "--cache", "stream", "--tag", "badslice", exit_code=3)
     assert out["finished"] and out["skipped_scans"] == 1
 
 

@@ -76,7 +76,7 @@ def test_json_for_nsclc(nsclc_root: Path) -> None:
 
 def test_json_keeps_a_line_for_a_scan_that_could_not_be_loaded(dicom_root: Path) -> None:
     result = runner.invoke(app, ["scans", "--dataset", "dicom", "--root", str(dicom_root), "--json"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # done, with inputs skipped
     a, b, c = _json_lines(result.stdout)
     assert all(list(obj) == JSON_KEYS for obj in (a, b, c))
     assert a["shape"] == [3, 8, 8] and a["labels"] == {"nodule": 1.0} and a["problems"] == []
@@ -89,13 +89,15 @@ def test_json_keeps_a_line_for_a_scan_that_could_not_be_loaded(dicom_root: Path)
     assert "no row in labels.csv" in c["problems"][0]["reason"]
     # Problems also go to stderr, one line each, and the summary counts them.
     stderr = result.stderr.splitlines()
-    assert sum("2 CT series in one folder" in line for line in stderr) == 1
-    assert stderr[-1] == "2 scan(s) read, 2 with problems, 1 skipped; 2 error(s), 0 warning(s) reported"
+    assert sum("2 CT series in one folder" in line for line in stderr if line.startswith("error:")) == 1
+    assert stderr[-2] == "2 scan(s) read, 2 with problems, 1 skipped; 2 error(s), 0 warning(s) reported"
+    assert stderr[-1].startswith("done, but 2 input error(s) were skipped over (exit code 3")
+    assert str(dicom_root / "b") in stderr[-1] and "no row in labels.csv" in stderr[-1]
 
 
 def test_table_shows_problems_and_skips(dicom_root: Path) -> None:
     result = runner.invoke(app, ["scans", "--dataset", "dicom", "--root", str(dicom_root)], terminal_width=200)
-    assert result.exit_code == 0
+    assert result.exit_code == 3
     assert "not loaded" in result.stdout and "1 error" in result.stdout
     assert "error: " in result.stderr and "2 CT series in one folder" in result.stderr
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from clearbench.cli.common import err_console, print_json_line, print_problem
+from clearbench.cli.common import check_table_option, command_problems, err_console, note_skipped, print_json_line
 
 
 def embed(
@@ -32,7 +32,9 @@ def embed(
     limit: int | None = typer.Option(None, "--limit", min=1, help="Embed only the first N scans of the dataset (by scan id)."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad scan instead of skipping it."),
     store: Path | None = typer.Option(None, "--store", help="Store folder (default: CLEARBENCH_HOME/store)."),
-    table: str | None = typer.Option(None, "--table", help="Table name (default: DATASET__ENCODER)."),
+    table: str | None = typer.Option(
+        None, "--table", callback=check_table_option, help="Table name (default: DATASET__ENCODER)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete the table first and embed everything again."),
     trust_checkpoint: bool = typer.Option(
         False, "--trust-checkpoint", help="Allow a checkpoint that needs pickle to load (only for files you trust)."
@@ -46,12 +48,6 @@ def embed(
     """
     from clearbench.embedding import embed as run_embed
     from clearbench.embedding.distributed import env_rank
-    from clearbench.scans.problems import Problem, ProblemLog
-
-    def show(problem: Problem) -> None:
-        if not (strict and problem.severity == "error"):  # a strict error is raised, and printed once, by the CLI
-            print_problem(problem)
-
     summary = run_embed(
         encoder,
         dataset,
@@ -67,10 +63,11 @@ def embed(
         overwrite=overwrite,
         progress=not json_out,
         trust_checkpoint=trust_checkpoint,
-        problems=ProblemLog(strict=strict, on_problem=show),
+        problems=command_problems(strict, record=False),  # rank 0 notes every rank's, from the summary
     )
     if env_rank() != 0:
         return
+    note_skipped(summary.problems)
     if json_out:
         print_json_line(summary.to_dict())
         return

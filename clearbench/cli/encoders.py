@@ -7,7 +7,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from clearbench.cli.common import console, print_json_line, print_problem
+from clearbench.cli.common import command_problems, console, print_json_line
 from clearbench.cli.encoders_check import check
 
 encoders_app = typer.Typer(
@@ -50,9 +50,7 @@ def encoders(
     if ctx.invoked_subcommand is not None:
         return
     from clearbench.encoders.registry import encoder_status, list_cards
-    from clearbench.scans.problems import ProblemLog
-
-    cards = list_cards(ProblemLog(on_problem=print_problem))
+    cards = list_cards(command_problems())
     rows = [encoder_status(card).to_dict() for card in cards]
     if json_out:
         for row in rows:

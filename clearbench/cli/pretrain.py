@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from clearbench.cli.common import console, print_json_line, print_problem
+from clearbench.cli.common import command_problems, console, print_json_line
 
 
 def pretrain(
@@ -60,10 +60,8 @@ def pretrain(
     At the end, clearbench embed --encoder <arch>-<method>-<tag> uses the trained backbone.
     """
     from clearbench.pretraining.run import pretrain as run_pretrain
-    from clearbench.scans.problems import ProblemLog
-
     main = os.environ.get("RANK", "0") == "0"
-    problems = ProblemLog(strict=strict, on_problem=print_problem if main else None)
+    problems = command_problems(strict, show=main, record=main)
     result = run_pretrain(
         arch, method, dataset, problems=problems, lam=lam, root=root, variant=variant, epochs=epochs,
         batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, weight_decay=weight_decay, tau=tau,

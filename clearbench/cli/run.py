@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from clearbench.cli.common import console, err_console, print_json_line, print_problem
+from clearbench.cli.common import command_problems, console, err_console, print_json_line
 from clearbench.errors import ClearbenchError
 from clearbench.progress import LoggedProgress
 
@@ -131,17 +131,12 @@ def run(
 ) -> None:
     """Train and evaluate TASK on stored embeddings; results go to the store, a summary to the terminal."""
     from clearbench.protocols.run import exclusion_lines, group_exclusions, run_task
-    from clearbench.scans.problems import Problem, ProblemLog
 
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
-    def show(problem: Problem) -> None:
-        if not (strict and problem.severity == "error"):  # a strict error is raised, and printed once, by the CLI
-            print_problem(problem)
-
-    problems = ProblemLog(strict=strict, on_problem=show)
+    problems = command_problems(strict)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),

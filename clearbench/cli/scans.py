@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from clearbench.cli.common import console, err_console, print_json_line, print_problem
+from clearbench.cli.common import command_problems, console, err_console, print_json_line
 from clearbench.errors import ClearbenchError
 from clearbench.progress import LoggedProgress
 
@@ -59,15 +59,10 @@ def scans(
 
     A scan that could not be loaded still gets its line, with null geometry.
     """
-    from clearbench.scans.problems import Problem, ProblemLog
     from clearbench.scans.registry import open_dataset
     from clearbench.scans.survey import survey
 
-    def show(problem: Problem) -> None:
-        if not (strict and problem.severity == "error"):  # a strict error is raised, and printed once, by the CLI
-            print_problem(problem)
-
-    log = ProblemLog(strict=strict, on_problem=show)
+    log = command_problems(strict)
     reader = open_dataset(dataset, root, problems=log)
     records = reader.records()
     total = len(records) if limit is None else min(limit, len(records))

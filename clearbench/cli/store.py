@@ -10,13 +10,13 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from clearbench.cli.common import console, err_console, print_json_line
+from clearbench.cli.common import check_table_option, console, err_console, print_json_line
 
 store_app = typer.Typer(help="List, inspect and delete embedding tables.", no_args_is_help=True)
 
 _STORE_OPTION = typer.Option(None, "--store", help="Store folder (default: CLEARBENCH_HOME/store).")
 _JSON_OPTION = typer.Option(False, "--json", help="Print JSON instead of a table.")
-_TABLE_ARGUMENT = typer.Argument(..., help="Table name (see: clearbench store ls).")
+_TABLE_ARGUMENT = typer.Argument(..., callback=check_table_option, help="Table name (see: clearbench store ls).")
 
 
 def _open(store: Path | None):

@@ -6,15 +6,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from clearbench.cli.common import console, print_json_line, print_problem
+from clearbench.cli.common import command_problems, console, print_json_line
 
 
 def tasks(json_out: bool = typer.Option(False, "--json", help="One JSON object per task card.")) -> None:
     """List the task cards: dataset, labels, windows and protocol; bad cards are reported."""
-    from clearbench.scans.problems import ProblemLog
     from clearbench.tasks.registry import list_tasks
 
-    problems = ProblemLog(on_problem=None if json_out else print_problem)
+    problems = command_problems(show=not json_out)
     cards = list_tasks(problems)
     if json_out:
         for card in cards:

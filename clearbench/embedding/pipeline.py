@@ -29,6 +29,7 @@ from clearbench.errors import ClearbenchError, InputError
 from clearbench.scans.base import DatasetReader, ScanRecord
 from clearbench.scans.problems import Problem, ProblemLog
 from clearbench.scans.windows import Window, get_window
+from clearbench.store.db import check_table_name
 from clearbench.store.embeddings import EmbeddingStore, EmbeddingTable, NonFiniteEmbeddingError, ScanEmbeddings, check_vectors
 from clearbench.store.schema import VOLUME_SLICE_IDX, VOLUME_WINDOW
 
@@ -160,6 +161,8 @@ def embed(
     skipped; ``strict`` stops at the first. Under ``torchrun`` each rank embeds its share of the to-do list.
     """
     started = time.perf_counter()
+    if table is not None:
+        check_table_name(table)  # before the encoder loads: a bad name is known at once
     dev = rank_device(device, encoder.device if isinstance(encoder, Encoder) and device is None else None)
     ranks = Ranks.from_env(dev)
     try:

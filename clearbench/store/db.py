@@ -7,28 +7,126 @@ handle would resume from an old view and embed scans twice.
 
 from __future__ import annotations
 
+import errno
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 import lancedb
 import pyarrow as pa
 
 from clearbench.config import store_path
+from clearbench.errors import ClearbenchError, UsageError
 
 # lancedb accepts these characters in table names; anything else becomes "_".
 _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+# A table is a folder NAME.lance in the store: no separators, no "." or "..", no leading "-" that reads as an option.
+_TABLE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+TABLE_NAME_FORM = "1 to 128 letters, digits, '_', '-' or '.', starting with a letter, digit or '_'"
+
+
+class TableNameError(UsageError):
+    """A table name that is not a plain folder name inside the store."""
+
+
+class StorageError(ClearbenchError):
+    """The store could not be written or read: read-only, full, not permitted, or a table deleted meanwhile."""
+
+
+def check_table_name(name: str) -> str:
+    """``name`` when it is a valid table name; otherwise a :class:`TableNameError` with the allowed form."""
+    if not isinstance(name, str) or not _TABLE_NAME.fullmatch(name):
+        raise TableNameError(f"invalid table name {name!r}: use {TABLE_NAME_FORM} (e.g. deeplesion__hu-hist)")
+    return name
 
 
 def connect(path: str | Path | None = None) -> lancedb.DBConnection:
     """The store at ``path`` (default ``CLEARBENCH_HOME/store``), created on first use."""
     folder = store_path(path)
-    folder.mkdir(parents=True, exist_ok=True)
+    with storage_faults(folder):
+        folder.mkdir(parents=True, exist_ok=True)
     return lancedb.connect(folder, read_consistency_interval=timedelta(0))
 
 
 def safe_table_name(name: str) -> str:
     """``name`` with every character lancedb refuses replaced by ``_``."""
     return "".join(c if c in _NAME_OK else "_" for c in name)
+
+
+# -- faults -------------------------------------------------------------------------------------------
+Fault = Literal["read-only", "no-space", "no-permission", "table-gone", "not-found", "schema-mismatch", "conflict"]
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+_ERRNO_FAULTS: dict[int, Fault] = {
+    errno.EROFS: "read-only",
+    errno.ENOSPC: "no-space",
+    errno.EDQUOT: "no-space",
+    errno.EACCES: "no-permission",
+    errno.EPERM: "no-permission",
+}
+
+
+def classify(exc: BaseException) -> Fault | None:
+    """What went wrong in a store operation, or None for anything this module does not recognise.
+
+    An ``OSError`` carries its errno. LanceDB's Rust core does not: it raises ``RuntimeError``/``ValueError``
+    whose text holds the OS error as "(os error 28)", or says "Not found: .../_versions" when a table's folder
+    vanished under an open handle, "was not found" for an absent table, "does not match" for a schema, and
+    "Retryable commit conflict" for a lost race. This is the one place that reads that text, so a LanceDB
+    release that rewords it needs one fix, here.
+    """
+    if isinstance(exc, OSError) and exc.errno in _ERRNO_FAULTS:
+        return _ERRNO_FAULTS[exc.errno]
+    if not isinstance(exc, (RuntimeError, ValueError, OSError)):
+        return None
+    text = str(exc)
+    if found := _OS_ERROR.search(text):
+        return _ERRNO_FAULTS.get(int(found[1]))
+    if "Not found:" in text and ".lance" in text:
+        return "table-gone"
+    if "was not found" in text:
+        return "not-found"
+    if "does not match" in text:
+        return "schema-mismatch"
+    if "etryable commit conflict" in text:
+        return "conflict"
+    return None
+
+
+def storage_error(exc: BaseException, store: Path, table: str | None = None) -> StorageError | None:
+    """A one-line error for a storage fault, naming the store or table and what to do; None if it is not one."""
+    fault = classify(exc)
+    where = f"table '{table}' in the store {store}" if table else f"the store {store}"
+    resume = "work committed before this is kept, and running the same command again resumes"
+    if fault == "read-only":
+        return StorageError(f"cannot write {where}: the file system is read-only; pass a writable --store (or "
+                            f"CLEARBENCH_HOME), or remount it read-write; {resume}")
+    if fault == "no-permission":
+        return StorageError(f"cannot write {where}: permission denied; pass a --store you may write to, or fix the "
+                            f"permissions of {store}; {resume}")
+    if fault == "no-space":
+        return StorageError(f"cannot write {where}: no space left on the device; free space (df -h {store}), or "
+                            f"pass a --store on another disk; {resume}")
+    if fault == "table-gone":
+        return StorageError(f"{where} was deleted while this command was using it; run the command again, which "
+                            "makes the table afresh")
+    return None
+
+
+@contextmanager
+def storage_faults(store: str | Path, table: str | None = None) -> Iterator[None]:
+    """Turn a storage fault inside the block into a :class:`StorageError`; anything else passes unchanged."""
+    try:
+        yield
+    except ClearbenchError:
+        raise
+    except (OSError, RuntimeError, ValueError) as exc:
+        error = storage_error(exc, Path(store), table)
+        if error is None:
+            raise
+        raise error from exc
 
 
 def table_names(db: lancedb.DBConnection) -> list[str]:
@@ -48,7 +146,7 @@ def open_table(db: lancedb.DBConnection, name: str) -> lancedb.table.Table | Non
     try:
         return db.open_table(name)
     except ValueError as exc:
-        if "was not found" in str(exc):
+        if classify(exc) == "not-found":
             return None
         raise
 
@@ -66,6 +164,6 @@ def open_or_create(db: lancedb.DBConnection, name: str, schema: pa.Schema) -> la
         try:
             return db.create_table(name, schema=schema, exist_ok=True)
         except ValueError as exc:
-            if "does not match" not in str(exc):
+            if classify(exc) != "schema-mismatch":
                 raise
     raise RuntimeError(f"could not open or create table '{name}' in {db.uri}")

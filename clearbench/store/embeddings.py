@@ -106,15 +106,17 @@ def quote_list(values: Iterable[str]) -> str:
 class EmbeddingTable:
     """A writable embedding table whose dim, provenance and windows have been checked."""
 
-    def __init__(self, table: lancedb.table.Table) -> None:
+    def __init__(self, table: lancedb.table.Table, store: str | Path) -> None:
         self.table = table
+        self.store = Path(store)
         self.name = table.name
         self.schema = table.schema
         self.dim = schema_dim(self.schema)
 
     def done(self) -> set[tuple[str, str]]:
         """The (scan_id, window) pairs already stored; read once when a run starts."""
-        cols = self.table.search().select(["scan_id", "window"]).to_arrow()
+        with dbmod.storage_faults(self.store, self.name):
+            cols = self.table.search().select(["scan_id", "window"]).to_arrow()
         pairs = cols.group_by(["scan_id", "window"]).aggregate([])
         return set(zip(pairs["scan_id"].to_pylist(), pairs["window"].to_pylist()))
 
@@ -149,7 +151,8 @@ class EmbeddingTable:
         if not scans:
             return 0
         rows = self.to_arrow(scans)
-        result = self.table.merge_insert("key").when_not_matched_insert_all().execute(rows)
+        with dbmod.storage_faults(self.store, self.name):
+            result = self.table.merge_insert("key").when_not_matched_insert_all().execute(rows)
         return int(result.num_inserted_rows)
 
 
@@ -172,7 +175,9 @@ class EmbeddingStore:
     # -- reading ---------------------------------------------------------------------------------------------
 
     def _open(self, name: str) -> lancedb.table.Table:
-        table = dbmod.open_table(self.db, name)
+        dbmod.check_table_name(name)
+        with dbmod.storage_faults(self.path, name):
+            table = dbmod.open_table(self.db, name)
         if table is None or not is_embedding_schema(table.schema):
             known = ", ".join(self.tables()) or "none yet; run clearbench embed"
             raise TableNotFoundError(f"no embedding table '{name}' in {self.path} (tables: {known})")
@@ -180,7 +185,7 @@ class EmbeddingStore:
 
     def _resolve(self, dataset: str | None, encoder: Any, table: str | None) -> str:
         if table is not None:
-            return table
+            return dbmod.check_table_name(table)
         if dataset is None or encoder is None:
             raise ClearbenchError("name the table, or both the dataset and the encoder")
         return self.table_name(dataset, encoder)
@@ -188,10 +193,11 @@ class EmbeddingStore:
     def tables(self) -> list[str]:
         """The embedding tables in the store (other tables, such as run results, are not listed)."""
         names = []
-        for name in dbmod.table_names(self.db):
-            table = dbmod.open_table(self.db, name)
-            if table is not None and is_embedding_schema(table.schema):
-                names.append(name)
+        with dbmod.storage_faults(self.path):
+            for name in dbmod.table_names(self.db):
+                table = dbmod.open_table(self.db, name)
+                if table is not None and is_embedding_schema(table.schema):
+                    names.append(name)
         return names
 
     def provenance(self, table: str) -> dict[str, Any]:
@@ -201,9 +207,11 @@ class EmbeddingStore:
     def info(self, table: str) -> dict[str, Any]:
         """Rows, scans, dim, rows per window, versions and provenance of one table."""
         tbl = self._open(table)
-        cols = tbl.search().select(["scan_id", "window"]).to_arrow()
-        versions = tbl.list_versions()
-        latest = versions[-1] if versions else {"version": tbl.version, "metadata": {}}
+        with dbmod.storage_faults(self.path, table):
+            cols = tbl.search().select(["scan_id", "window"]).to_arrow()
+            versions = tbl.list_versions()
+            latest = versions[-1] if versions else {"version": tbl.version, "metadata": {}}
+            indices = [index.name for index in tbl.list_indices()]
         windows = cols.group_by("window").aggregate([("scan_id", "count")])
         return {
             "table": table,
@@ -215,13 +223,15 @@ class EmbeddingStore:
             "version": int(latest["version"]),
             "versions": len(versions),
             "fragments": int(latest["metadata"].get("total_fragments", 0)),
-            "indices": [index.name for index in tbl.list_indices()],
+            "indices": indices,
             "provenance": schema_provenance(tbl.schema),
         }
 
     def scan_ids(self, table: str) -> list[str]:
         """The scans stored in a table, sorted."""
-        cols = self._open(table).search().select(["scan_id"]).to_arrow()
+        tbl = self._open(table)
+        with dbmod.storage_faults(self.path, table):
+            cols = tbl.search().select(["scan_id"]).to_arrow()
         return sorted(pc.unique(cols["scan_id"]).to_pylist())
 
     def bags(
@@ -238,7 +248,8 @@ class EmbeddingStore:
         With ``windows`` given, a scan lacking one of them is left out and listed in ``Bags.missing``, as are
         requested scans that are not stored.
         """
-        tbl = self._open(self._resolve(dataset, encoder, table))
+        name = self._resolve(dataset, encoder, table)
+        tbl = self._open(name)
         where = []
         if scan_ids is not None:
             if not scan_ids:
@@ -250,7 +261,8 @@ class EmbeddingStore:
         query = tbl.search().select(["scan_id", "patient_id", "window", "slice_idx", "z_mm", "vector"])
         if where:
             query = query.where(" AND ".join(where))
-        rows = query.to_arrow()
+        with dbmod.storage_faults(self.path, name):
+            rows = query.to_arrow()
         return group_bags(rows, list(windows) if windows is not None else None, list(scan_ids) if scan_ids is not None else None)
 
     # -- writing ---------------------------------------------------------------------------------------------
@@ -270,6 +282,13 @@ class EmbeddingStore:
         ``--overwrite``. A window the table has not seen yet is recorded on it; a window name it knows with
         other HU bounds is refused.
         """
+        dbmod.check_table_name(name)
+        with dbmod.storage_faults(self.path, name):
+            return self._open_for_writing(name, dim, provenance, windows, overwrite)
+
+    def _open_for_writing(
+        self, name: str, dim: int, provenance: dict[str, Any], windows: Sequence[Window], overwrite: bool
+    ) -> EmbeddingTable:
         provenance = {**provenance, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         windows = list(windows)
         # Checked before --overwrite drops anything: the results tables (runs, predictions) share this store.
@@ -300,7 +319,7 @@ class EmbeddingStore:
         new = [w for w in windows if w.name not in known]
         if new:
             table.update_field_metadata({"path": "window", "metadata": window_metadata(new)})
-        return EmbeddingTable(table)
+        return EmbeddingTable(table, self.path)
 
     def optimize(self, table: str, *, keep_versions: timedelta = timedelta(minutes=10)) -> None:
         """Compact fragments, index ``scan_id`` for fast subset reads, and drop versions older than ``keep_versions``.
@@ -315,21 +334,23 @@ class EmbeddingStore:
         from lancedb.index import BTree
 
         tbl = self._open(table)
-        if tbl.count_rows() == 0:
-            return
-        for attempt in range(_OPTIMIZE_ATTEMPTS):
-            try:
-                if not any(index.columns == ["scan_id"] for index in tbl.list_indices()):
-                    tbl.create_index("scan_id", config=BTree())
-                tbl.optimize(cleanup_older_than=keep_versions)
+        with dbmod.storage_faults(self.path, table):
+            if tbl.count_rows() == 0:
                 return
-            except RuntimeError as exc:
-                if "etryable commit conflict" not in str(exc) or attempt == _OPTIMIZE_ATTEMPTS - 1:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
+            for attempt in range(_OPTIMIZE_ATTEMPTS):
+                try:
+                    if not any(index.columns == ["scan_id"] for index in tbl.list_indices()):
+                        tbl.create_index("scan_id", config=BTree())
+                    tbl.optimize(cleanup_older_than=keep_versions)
+                    return
+                except RuntimeError as exc:
+                    if dbmod.classify(exc) != "conflict" or attempt == _OPTIMIZE_ATTEMPTS - 1:
+                        raise
+                    time.sleep(0.05 * (attempt + 1))
 
     def rm(self, table: str) -> None:
         """Delete an embedding table and its files."""
         self._open(table)
-        self.db.drop_table(table)
+        with dbmod.storage_faults(self.path, table):
+            self.db.drop_table(table)
 

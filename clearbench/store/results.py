@@ -173,6 +173,7 @@ class ResultsStore:
 
     def __init__(self, path: str | Path | None = None, db: Any = None) -> None:
         self.db = db if db is not None else dbmod.connect(path)
+        self.path = Path(self.db.uri)
 
     def _table(self, name: str):
         table = dbmod.open_or_create(self.db, name, _SCHEMAS[name])
@@ -185,13 +186,25 @@ class ResultsStore:
         return dbmod.open_table(self.db, name)
 
     def _read(self, name: str, where: str | None = None) -> pa.Table:
-        table = self._existing(name)
-        if table is None:
-            return _SCHEMAS[name].empty_table()
-        query = table.search()
-        if where:
-            query = query.where(where)
-        return query.limit(None).to_arrow()
+        with dbmod.storage_faults(self.path, name):
+            table = self._existing(name)
+            if table is None:
+                return _SCHEMAS[name].empty_table()
+            query = table.search()
+            if where:
+                query = query.where(where)
+            return query.limit(None).to_arrow()
+
+    def _add(self, name: str, rows: pa.Table) -> None:
+        with dbmod.storage_faults(self.path, name):
+            self._table(name).add(rows)
+
+    def _delete(self, names: Sequence[str], where: str) -> None:
+        for name in names:
+            with dbmod.storage_faults(self.path, name):
+                table = self._existing(name)
+                if table is not None:
+                    table.delete(where)
 
     # -- writing -----------------------------------------------------------------------------------------
 
@@ -199,44 +212,38 @@ class ResultsStore:
         """Record a run as started (status ``running``); :meth:`finish_run` completes it."""
         full = {f.name: None for f in RUNS_SCHEMA}
         full.update(row, status="running", started_at=row.get("started_at") or now())
-        self._table(RUNS).add(pa.Table.from_pylist([full], schema=RUNS_SCHEMA))
+        self._add(RUNS, pa.Table.from_pylist([full], schema=RUNS_SCHEMA))
 
     def finish_run(self, run_id: str, status: str, summary: dict[str, Any], folds_reused: Sequence[int]) -> None:
-        table = self._table(RUNS)
-        table.update(
-            where=f"run_id = {_q(run_id)}",
-            values={"status": status, "finished_at": now(), "summary": _json(summary), "folds_reused": _json(list(folds_reused))},
-        )
+        with dbmod.storage_faults(self.path, RUNS):
+            self._table(RUNS).update(
+                where=f"run_id = {_q(run_id)}",
+                values={"status": status, "finished_at": now(), "summary": _json(summary), "folds_reused": _json(list(folds_reused))},
+            )
 
     def discard_unfinished_fold(self, config_hash: str, fold: int) -> None:
         """Delete rows a killed run left for a fold that has no commit marker."""
-        where = f"config_hash = {_q(config_hash)} AND fold = {int(fold)}"
-        for name in (PREDICTIONS, METRICS, FOLDS):
-            table = self._existing(name)
-            if table is not None:
-                table.delete(where)
+        self._delete((PREDICTIONS, METRICS, FOLDS), f"config_hash = {_q(config_hash)} AND fold = {int(fold)}")
 
     def delete_config(self, config_hash: str) -> None:
         """Forget every fold of a configuration (``--rerun``); the runs table keeps its history, its
         complete runs of the configuration marked ``superseded`` since their folds are gone."""
-        for name in (FOLDS, METRICS, PREDICTIONS):
-            table = self._existing(name)
-            if table is not None:
-                table.delete(f"config_hash = {_q(config_hash)}")
-        if self._existing(RUNS) is not None:
-            self._table(RUNS).update(
-                where=f"config_hash = {_q(config_hash)} AND status = 'complete'", values={"status": "superseded"}
-            )
+        self._delete((FOLDS, METRICS, PREDICTIONS), f"config_hash = {_q(config_hash)}")
+        with dbmod.storage_faults(self.path, RUNS):
+            if self._existing(RUNS) is not None:
+                self._table(RUNS).update(
+                    where=f"config_hash = {_q(config_hash)} AND status = 'complete'", values={"status": "superseded"}
+                )
 
     def write_fold(self, fold_row: dict[str, Any], metric_rows: list[dict[str, Any]], predictions: pa.Table) -> None:
         """Commit one fold: predictions, then metrics, then the fold row that marks it finished."""
         self.discard_unfinished_fold(fold_row["config_hash"], fold_row["fold"])
         if predictions.num_rows:
-            self._table(PREDICTIONS).add(predictions.cast(PREDICTIONS_SCHEMA))
+            self._add(PREDICTIONS, predictions.cast(PREDICTIONS_SCHEMA))
         if metric_rows:
-            self._table(METRICS).add(pa.Table.from_pylist(metric_rows, schema=METRICS_SCHEMA))
+            self._add(METRICS, pa.Table.from_pylist(metric_rows, schema=METRICS_SCHEMA))
         row = {"key": f"{fold_row['config_hash']}/{fold_row['fold']}", "finished_at": now(), **fold_row}
-        self._table(FOLDS).add(pa.Table.from_pylist([row], schema=FOLDS_SCHEMA))
+        self._add(FOLDS, pa.Table.from_pylist([row], schema=FOLDS_SCHEMA))
 
     @staticmethod
     def predictions_table(

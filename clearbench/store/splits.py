@@ -22,6 +22,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -78,18 +79,24 @@ class SplitTables:
 
     def __init__(self, db: Any) -> None:
         self.db = db
+        self.path = Path(db.uri)
 
     def _read(self, name: str, where: str) -> list[dict[str, Any]]:
-        table = dbmod.open_table(self.db, name)
-        if table is None:
-            return []
-        return table.search().where(where).limit(None).to_arrow().to_pylist()
+        with dbmod.storage_faults(self.path, name):
+            table = dbmod.open_table(self.db, name)
+            if table is None:
+                return []
+            return table.search().where(where).limit(None).to_arrow().to_pylist()
+
+    def _add(self, name: str, schema: pa.Schema, rows: pa.Table) -> None:
+        with dbmod.storage_faults(self.path, name):
+            dbmod.open_or_create(self.db, name, schema).add(rows)
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
         """Add one split's rows in a single commit, stamped with a fresh ``write_id`` and their count."""
         stamp = {"write_id": uuid.uuid4().hex, "n_rows": len(rows), "created_at": _now()}
         table = pa.Table.from_pylist([{**r, **stamp} for r in rows], schema=SPLITS_SCHEMA)
-        dbmod.open_or_create(self.db, SPLITS, SPLITS_SCHEMA).add(table)
+        self._add(SPLITS, SPLITS_SCHEMA, table)
 
     def rows(self, split_id: str) -> list[dict[str, Any]] | None:
         """The rows of ``split_id`` from its earliest complete write, or None when no write is complete."""
@@ -112,7 +119,7 @@ class SplitTables:
             "choice": choice,
             "created_at": _now(),
         }
-        dbmod.open_or_create(self.db, CHOICES, CHOICES_SCHEMA).add(pa.Table.from_pylist([row], schema=CHOICES_SCHEMA))
+        self._add(CHOICES, CHOICES_SCHEMA, pa.Table.from_pylist([row], schema=CHOICES_SCHEMA))
 
     def choices(self, task: str, protocol: str) -> list[dict[str, Any]]:
         """The choices made for ``task`` under ``protocol`` (JSON, seed included), newest first."""
