@@ -127,3 +127,29 @@ def embed_child(root: str, store: str, delay: float, conn: Any) -> None:
     summary = embed(encoder, NpyCohortReader(root), windows="abdomen,lung", batch_size=4, workers=2,
                     store=store, progress=False, commit_seconds=0.0)
     conn.send(summary.to_dict())
+
+
+def optimize_child(root: str, store: str, conn: Any) -> None:
+    """Like :func:`embed_child`, without delays, and announcing the final compaction.
+
+    Sends "optimizing" as ``EmbeddingStore.optimize`` starts and "optimized" when it returns, then the summary,
+    so that a test can kill the process while the table is being compacted.
+    """
+    import warnings
+
+    from clearbench.embedding import embed
+    from clearbench.store.embeddings import EmbeddingStore
+
+    warnings.simplefilter("ignore")
+    real_optimize = EmbeddingStore.optimize
+
+    def announced(self: EmbeddingStore, table: str, **kwargs: Any) -> None:
+        conn.send("optimizing")
+        real_optimize(self, table, **kwargs)
+        conn.send("optimized")
+
+    EmbeddingStore.optimize = announced  # type: ignore[method-assign]  # this child process only
+    conn.send("start")
+    summary = embed(PoolEncoder(), NpyCohortReader(root), windows="abdomen,lung", batch_size=4, workers=2,
+                    store=store, progress=False, commit_seconds=0.0)
+    conn.send(summary.to_dict())

@@ -1,4 +1,5 @@
-"""Embedding under faults, in real child processes: SIGKILL and resume, two writers at once, torchrun on gloo.
+"""Embedding under faults, in real child processes: SIGKILL and resume (also during the final optimize()), two
+writers at once, torchrun on gloo.
 
 The child runs ``clearbench.embed`` with the batch-independent PoolEncoder of embed_doubles, slowed down
 per batch so that kills land in the middle of a run; every comparison is exact.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +23,7 @@ import pytest
 
 from clearbench.embedding import embed
 from clearbench.store import EmbeddingStore
-from embed_doubles import NpyCohortReader, PoolEncoder, embed_child, write_npy_cohort
+from embed_doubles import NpyCohortReader, PoolEncoder, embed_child, optimize_child, write_npy_cohort
 
 TABLE = "npycohort__pool"
 
@@ -34,15 +36,27 @@ _CTX.set_forkserver_preload(["torch", "lancedb", "clearbench.embedding", "embed_
 class Child:
     """``embed_doubles.embed_child`` in its own process, with a pipe for its "start" and its summary."""
 
-    def __init__(self, root: Path, store: Path, delay: float) -> None:
+    def __init__(self, root: Path, store: Path, delay: float | None = 0.0) -> None:
+        """``delay`` seconds per batch; None runs :func:`optimize_child` instead, which announces optimize()."""
         self.conn, theirs = _CTX.Pipe(duplex=False)
-        self.process = _CTX.Process(target=embed_child, args=(str(root), str(store), delay, theirs))
+        target, args = (optimize_child, ()) if delay is None else (embed_child, (delay,))
+        self.process = _CTX.Process(target=target, args=(str(root), str(store), *args, theirs))
         self.process.start()
         theirs.close()
 
     def receive(self, timeout: float = 300.0):
         assert self.conn.poll(timeout), "the child sent nothing"
         return self.conn.recv()
+
+    def remaining(self) -> list:
+        """What the (ended) child sent that was not received yet."""
+        sent = []
+        while self.conn.poll():
+            try:
+                sent.append(self.conn.recv())
+            except EOFError:  # a closed pipe polls as readable
+                break
+        return sent
 
 
 def expected_rows(root: Path) -> dict[str, int]:
@@ -125,6 +139,54 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_table(coh
     assert sorted(keys) == sorted(reference) and len(keys) == len(set(keys))
     for key, vector in vectors.items():
         np.testing.assert_array_equal(vector, reference[key])
+
+
+@pytest.mark.slow
+def test_sigkill_during_the_final_optimize_leaves_the_whole_table_and_a_rerun_compacts_it(
+    cohort, reference, tmp_path, monkeypatch
+):
+    # A store holding every scan in ten fragments, not compacted yet: what a run has before optimize().
+    template = tmp_path / "template"
+    with monkeypatch.context() as patched:
+        patched.setattr(EmbeddingStore, "optimize", lambda *_a, **_k: None)
+        for limit in range(3, 31, 3):
+            embed(PoolEncoder(), NpyCohortReader(cohort), windows="abdomen,lung", batch_size=4, store=template,
+                  limit=limit, progress=False)
+    assert EmbeddingStore(template).info(TABLE)["fragments"] >= 10
+    # Kills land at spread points of a compaction as long as this one (measured on a copy, not asserted on).
+    probe = tmp_path / "probe"
+    shutil.copytree(template, probe)
+    started = time.perf_counter()
+    EmbeddingStore(probe).optimize(TABLE)
+    took = time.perf_counter() - started
+
+    landed_inside = 0
+    for k, fraction in enumerate((0.0, 0.1, 0.25, 0.5)):
+        store = tmp_path / f"killed{k}"
+        shutil.copytree(template, store)
+        child = Child(cohort, store, delay=None)
+        assert [child.receive(), child.receive()] == ["start", "optimizing"]
+        time.sleep(fraction * took)
+        child.process.kill()
+        child.process.join()
+        assert child.process.exitcode in (0, -signal.SIGKILL)  # 0: this kill came too late to test anything
+        landed_inside += "optimized" not in child.remaining()  # the process died inside optimize()
+        keys, vectors = table_state(store)
+        assert sorted(keys) == sorted(reference) and len(keys) == len(set(keys))
+        for key, vector in vectors.items():
+            np.testing.assert_array_equal(vector, reference[key])
+
+        rerun = Child(cohort, store, delay=None)
+        messages = [rerun.receive() for _ in range(4)]
+        rerun.process.join()
+        assert rerun.process.exitcode == 0 and messages[:3] == ["start", "optimizing", "optimized"]
+        assert messages[3]["scans_skipped"] == 30 and messages[3]["scans_done"] == 0
+        assert EmbeddingStore(store).info(TABLE)["fragments"] == 1
+        keys, vectors = table_state(store)
+        assert sorted(keys) == sorted(reference) and len(keys) == len(set(keys))
+        for key, vector in vectors.items():
+            np.testing.assert_array_equal(vector, reference[key])
+    assert landed_inside >= 1, "every kill came after optimize() had returned"
 
 
 @pytest.mark.slow
