@@ -4,7 +4,11 @@ store, the CLI, the stored results, fold reuse, and resuming after a kill."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -187,6 +191,56 @@ def test_killed_run_keeps_committed_folds_and_redoes_the_interrupted_one(tmp_pat
     assert sorted({p["fold"] for p in preds}) == [0, 1, 2, 3, 4]
     statuses = sorted(r["status"] for r in _table(store, "runs"))
     assert statuses == ["complete", "running"]  # the killed invocation stays visible as such
+
+
+def _paused_run(store: Path, root: Path, fold: int, table: str) -> subprocess.Popen:
+    """``clearbench run`` in a child process that stops right after fold ``fold``'s rows reach ``table``."""
+    cli = ["run", "task3", "--epochs", "1", "--store", str(store), "--root", str(root), "--device", "cpu",
+           "--threads", "1", "--json"]
+    return subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("kill_points.py")), "fold-commit", str(fold), table, "--", *cli],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def _assert_committed_folds_whole(store: Path, committed: list[int], metrics_per_fold: int) -> None:
+    """Each committed fold (one marker row) has all its predictions and metrics, once."""
+    folds = _table(store, "run_folds")
+    assert sorted(f["fold"] for f in folds) == committed and len({f["key"] for f in folds}) == len(folds)
+    predictions, metrics = _table(store, "run_predictions"), _table(store, "run_metrics")
+    assert len({p["key"] for p in predictions}) == len(predictions)
+    for f in folds:
+        stored = sorted(p["scan_id"] for p in predictions if p["fold"] == f["fold"])
+        assert stored == sorted(f["val_scan_ids"] + f["test_scan_ids"])
+        assert sum(m["fold"] == f["fold"] for m in metrics) == metrics_per_fold
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_fold_commit_keeps_committed_folds_and_a_rerun_completes(tmp_path: Path, nsclc_root: Path) -> None:
+    reference_store = tmp_path / "reference"
+    write_table(reference_store, nsclc_root, "toy-slice")
+    reference = run_task("task3", root=nsclc_root, store=reference_store, epochs=1, device="cpu")[0]
+    metrics_per_fold = len(_table(reference_store, "run_metrics")) // 5
+
+    store = tmp_path / "store"
+    write_table(store, nsclc_root, "toy-slice")
+    # Killed after fold 1's predictions, then (resuming) after fold 3's metrics: both before the fold's marker.
+    for fold, table, committed in ((1, "run_predictions", [0]), (3, "run_metrics", [0, 1, 2])):
+        child = _paused_run(store, nsclc_root, fold, table)
+        try:
+            assert child.stdout.readline().strip() == "paused", child.stderr.read()
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.communicate()
+        assert child.returncode == -signal.SIGKILL
+        _assert_committed_folds_whole(store, committed, metrics_per_fold)
+        assert any(r["fold"] == fold for r in _table(store, table))  # the kill landed inside the fold's commit
+
+    resumed = run_task("task3", root=nsclc_root, store=store, epochs=1, device="cpu")[0]
+    assert resumed.reused == [0, 1, 2]
+    _assert_committed_folds_whole(store, [0, 1, 2, 3, 4], metrics_per_fold)
+    assert len(_table(store, "run_predictions")) == len(_table(reference_store, "run_predictions"))
+    assert resumed.summary_dict() == reference.summary_dict()  # the same numbers as an uninterrupted run
 
 
 def test_missing_encoder_and_missing_embeddings_are_clear_errors(tmp_path: Path, nsclc_root: Path) -> None:
