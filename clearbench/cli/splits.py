@@ -10,7 +10,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from clearbench.cli.common import console, err_console, print_json_line, print_problem
+from clearbench.cli.common import command_problems, console, err_console, print_json_line
 from clearbench.cli.run import KEEP_SPLIT_HELP, RESPLIT_HELP, split_notes
 
 
@@ -62,10 +62,9 @@ def splits(
     """
     from clearbench.protocols.run import load_task_split
     from clearbench.protocols.stored_split import split_overview
-    from clearbench.scans.problems import ProblemLog
 
     split, labels = load_task_split(
-        task, root=root, store=store, seed=seed, resplit=resplit, keep_split=keep_split, problems=ProblemLog(on_problem=print_problem)
+        task, root=root, store=store, seed=seed, resplit=resplit, keep_split=keep_split, problems=command_problems()
     )
     view = split_overview(split, labels)
     if json_out:
