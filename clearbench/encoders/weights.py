@@ -189,13 +189,6 @@ def _check_sha256(path: Path, digest: str, expected: str | None) -> None:
                                "the file is not the one the card describes (re-download it, or fix [weights] sha256)")
 
 
-def verify_sha256(path: Path, expected: str | None) -> str:
-    """The file's sha256; raises when the card declares a different one."""
-    digest = file_sha256(path)
-    _check_sha256(path, digest, expected)
-    return digest
-
-
 # -- reading -----------------------------------------------------------------------------------------
 def load_verified(path: Path, expected_sha256: str | None = None, trust_checkpoint: bool = False) -> tuple[StateDict, str]:
     """The state dict and the sha256 of the very bytes it was read from, checked against ``expected_sha256``.
@@ -205,11 +198,7 @@ def load_verified(path: Path, expected_sha256: str | None = None, trust_checkpoi
     between the two be loaded under the digest of the other.
     """
     path = Path(path)
-    try:
-        fh = path.resolve().open("rb")
-    except OSError as exc:
-        raise InputError(path, f"cannot be read ({exc.strerror or exc})") from exc
-    with fh:
+    with _open_checkpoint(path.resolve()) as fh:
         before = os.fstat(fh.fileno())
         digest = _sha256_of_open(path.resolve(), fh)
         _check_sha256(path, digest, expected_sha256)
@@ -227,12 +216,15 @@ def read_state_dict(path: Path, trust_checkpoint: bool = False) -> StateDict:
     code when loaded, so it is refused unless the user says they trust it. ``.safetensors`` never needs pickle.
     """
     path = Path(path)
+    with _open_checkpoint(path) as fh:
+        return _read_open(path, fh, trust_checkpoint)
+
+
+def _open_checkpoint(path: Path) -> BinaryIO:
     try:
-        fh = path.open("rb")
+        return path.open("rb")
     except OSError as exc:
         raise InputError(path, f"cannot be read ({exc.strerror or exc})") from exc
-    with fh:
-        return _read_open(path, fh, trust_checkpoint)
 
 
 def _read_open(path: Path, fh: BinaryIO, trust_checkpoint: bool) -> StateDict:
