@@ -62,6 +62,13 @@ def test_run_ends_with_the_board_and_leaderboard_ranks_on_identical_patients(coh
     assert table.exit_code == 0, table.output
     assert "MambaOut-LECL-0" in table.stdout and "Table 1" in table.stdout and "78.4 ± 2.1" in table.stdout
 
+    # A task without runs beside one with runs: the board is shown, the other task skipped, exit code 3.
+    partial = _invoke(["leaderboard", "task1", "task2", "--store", str(store), "--bootstrap", "0", "--no-published"])
+    assert partial.exit_code == 3, partial.output
+    assert "task1 · AUC (%)" in partial.stdout and "hu-hist" in partial.stdout
+    assert partial.stderr.strip().splitlines()[-1].startswith("done, but 1 input error(s) were skipped over")
+    assert "error: task task2:" in partial.stderr
+
     out = root.parent / "overview.md"
     overview = _invoke(["leaderboard", "--store", str(store), "--metric", "f1", "--format", "md", "--no-published", "--out", str(out)])
     assert overview.exit_code == 0, overview.output

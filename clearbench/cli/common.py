@@ -33,7 +33,7 @@ def print_json_line(obj: Any) -> None:
 def print_problem(problem: Problem) -> None:
     """A one-line problem report on stderr."""
     colour = {"error": "red", "warning": "yellow", "info": "cyan"}[problem.severity]
-    err_console.print(f"[{colour}]{problem.severity}:[/] {problem}", soft_wrap=True)
+    err_console.print(f"[{colour}]{problem.severity}:[/] {escape(str(problem))}", soft_wrap=True)
 
 
 def note_skipped(problems: Iterable[Problem]) -> None:

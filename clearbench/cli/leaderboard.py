@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
 
-from clearbench.cli.common import console, err_console
+from clearbench.cli.common import command_problems, console
 from clearbench.errors import ClearbenchError
 
 METRICS = ("auc", "auprc", "f1")
@@ -66,19 +65,18 @@ def leaderboard(
             raise ClearbenchError("--run picks a run of one task's board: name the task, e.g. clearbench leaderboard task1 --run ID")
         print_boards([leaderboard_overview(metric=metric, published=published, store=store)], fmt, out)
         return
-    frames, failed = [], []
+    problems = command_problems()  # a task that cannot be boarded is skipped: exit code 3 once the rest are shown
+    frames = []
     for task in tasks:
         try:
             frames.append(board(task, metric=metric, published=published, store=store, run=run, n_boot=bootstrap, seed=seed))
         except ClearbenchError as exc:
             if len(tasks) == 1:
                 raise
-            failed.append(task)
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-    if frames:
-        print_boards(frames, fmt, out)
-    if failed:
-        raise typer.Exit(1)
+            problems.report(f"task {task}", str(exc))
+    if not frames:
+        raise ClearbenchError(f"none of the tasks {', '.join(tasks)} could be boarded; the reason for each is above")
+    print_boards(frames, fmt, out)
 
 
 def register(app: typer.Typer) -> None:
