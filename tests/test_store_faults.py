@@ -204,3 +204,21 @@ def test_help_documents_the_exit_codes(capsys):
     main(["--help"])
     out = " ".join(capsys.readouterr().out.replace("│", " ").split())
     assert "0 everything done; 1 an error stopped the command; 2 a usage error; 3 done, but some inputs were skipped" in out
+
+
+@pytest.mark.slow
+def test_run_on_a_read_only_store_is_one_line_and_a_writable_rerun_completes(tmp_path, capsys):
+    from clearbench.scans.synth.nsclc import write_cohort as write_nsclc
+
+    root = write_nsclc(tmp_path / "nsclc", 16, 0, size=24)
+    store = tmp_path / "store"
+    embed("hu-hist", "nsclc", root=root, store=store, progress=False)
+    run_argv = ["run", "task3", "--epochs", "1", "--threads", "1", "--device", "cpu", "--root", str(root), "--json"]
+    with _read_only_view(store, tmp_path / "ro") as reason:
+        code, err = _exit(capsys, [*run_argv, "--store", str(tmp_path / "ro")])
+        errors = [line for line in err.strip().splitlines() if not line.startswith("warning:")]  # a stage-NA patient
+        line = _one_line(code, "\n".join(errors))
+        assert f"in the store {tmp_path / 'ro'}" in line and reason in line and "Traceback" not in err
+    code, err = _exit(capsys, [*run_argv, "--store", str(store)])
+    assert code == 0, err
+    assert len(EmbeddingStore(store).db.open_table("run_folds").to_arrow()) == 5
