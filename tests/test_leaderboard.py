@@ -38,6 +38,7 @@ def store_run(
     task: str = "task1",
     n_folds: int = 5,
     split_id: str | None = None,
+    n_missing: int = 0,
 ) -> str:
     """A finished holdout+kfold run written through ResultsStore: every fold predicts the same test scans."""
     results = ResultsStore(store)
@@ -59,7 +60,7 @@ def store_run(
             "encoder_provenance": json.dumps({"encoder": encoder, "card": {"name": encoder}, "weights_sha256": "ab" * 32}),
             "clearbench_version": "test",
             "split_id": split_id,
-            "n_missing": 0 if split_id else None,
+            "n_missing": n_missing if split_id else None,
         }
     )
     for k in range(n_folds):
@@ -158,11 +159,14 @@ def test_incomplete_run_is_apart_and_unfinished_runs_are_ignored(tmp_path: Path)
 def test_a_run_on_a_split_that_is_no_longer_the_tasks_is_apart(tmp_path: Path) -> None:
     path = tmp_path / "store"
     store_run(path, "old", signal=1.0, seed=1, split_id="split-a")
-    store_run(path, "new", signal=1.0, seed=2, split_id="split-b")
+    store_run(path, "new", signal=1.0, seed=2, split_id="split-b", n_missing=2)
     SplitTables(ResultsStore(path).db).choose("task1", "{}", 0, "fingerprint", "split-b", "resplit")
     df = leaderboard("task1", store=path, n_boot=0, published=False)
-    assert df.select("encoder", "group", "split_id", "n_missing").rows() == [("new", "ranked", "split-b", 0), ("old", "apart", "split-a", 0)]
+    assert df.select("encoder", "group", "split_id", "n_missing").rows() == [("new", "ranked", "split-b", 2), ("old", "apart", "split-a", 0)]
     assert df["reason"][1] == "ran on split split-a, not the task's current split split-b; rerun it with: clearbench run task1 -e old"
+    md = render.to_markdown(df)
+    assert "test set (split split-b)" in md and "2 scans of the split without embeddings" in md
+    assert "apart: ran on split split-a" in md
 
 
 def test_a_task_without_runs_names_the_command_that_makes_one(tmp_path: Path) -> None:

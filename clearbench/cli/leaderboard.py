@@ -10,10 +10,6 @@ import typer
 from clearbench.cli.common import command_problems, console
 from clearbench.errors import ClearbenchError
 
-METRICS = ("auc", "auprc", "f1")
-FORMATS = ("table", "md", "csv", "latex", "json")
-
-
 def _check_choice(option: str, value: str, valid: tuple[str, ...]) -> str:
     if value not in valid:
         raise ClearbenchError(f"{option} {value}: unknown; valid: {', '.join(valid)}")
@@ -55,10 +51,13 @@ def leaderboard(
     store: Optional[Path] = typer.Option(None, "--store", help="The LanceDB store (default: CLEARBENCH_HOME/store)."),
 ) -> None:
     """Rank encoders on a task as in the paper's tables, with bootstrap CIs, paired tests and published rows."""
-    _check_choice("--metric", metric, METRICS)
-    _check_choice("--format", fmt, FORMATS)
     from clearbench.leaderboards import leaderboard as board
     from clearbench.leaderboards import leaderboard_overview
+    from clearbench.leaderboards.render import FORMATS
+    from clearbench.leaderboards.stats import METRIC_NAMES
+
+    _check_choice("--metric", metric, METRIC_NAMES)
+    _check_choice("--format", fmt, FORMATS)
 
     if not tasks:
         if run:

@@ -22,8 +22,11 @@ from clearbench.tasks.card import TaskCard
 from clearbench.tasks.registry import get_task, list_tasks
 
 
-def no_runs_message(task: str, store: str | Path | None) -> str:
-    return f"no finished runs of task {task} in {store_path(store)}; make one with: clearbench run {task}"
+class NoRuns(ClearbenchError):
+    """The store holds no finished run of the task."""
+
+    def __init__(self, task: str, store: str | Path | None) -> None:
+        super().__init__(f"no finished runs of task {task} in {store_path(store)}; make one with: clearbench run {task}")
 
 
 def leaderboard(
@@ -42,7 +45,7 @@ def leaderboard(
     Each encoder is shown with its newest finished run, unless ``run`` names run ids (one per encoder at
     most) to show instead. ``encoders`` restricts the reproduced rows; ``published`` adds the paper's rows.
     ``n_boot`` bootstrap replicates (seeded by ``seed``) give the CIs and p-values; 0 skips them.
-    Raises :class:`ClearbenchError` when the task has no finished run in the store.
+    Raises :class:`NoRuns` when the task has no finished run in the store.
     """
     card = task if isinstance(task, TaskCard) else get_task(task)
     stats.check_metric(metric)
@@ -50,7 +53,7 @@ def leaderboard(
     run_ids = [run] if isinstance(run, str) else list(run or [])
     records = read_records(results, card.name, run_ids, encoders)
     if not records:
-        raise ClearbenchError(no_runs_message(card.name, store))
+        raise NoRuns(card.name, store)
     extra = published_rows(card.name, metric, list(card.labels)) if published else []
     return build_table(
         card.name,
@@ -80,9 +83,8 @@ def leaderboard_overview(
     for card in list_tasks():
         try:
             boards[card.name] = leaderboard(card, metric=metric, published=published, store=store, n_boot=0)
-        except ClearbenchError as exc:
-            if str(exc) != no_runs_message(card.name, store):
-                raise
+        except NoRuns:
+            continue
     if not boards:
         raise ClearbenchError(f"no finished runs in {store_path(store)}; make one with: clearbench run TASK (see: clearbench tasks)")
     rows: dict[tuple[str, str], dict] = {}

@@ -21,10 +21,9 @@ from clearbench.errors import ClearbenchError
 from clearbench.leaderboards.stats import METRIC_NAMES, FoldPredictions, RunPredictions
 from clearbench.store import db as dbmod
 from clearbench.store.results import ResultsStore
+from clearbench.store.splits import CHOICES
 
 COMPLETE = "complete"
-# The table in which the task's stored split is chosen (written by clearbench run since stored splits).
-SPLIT_CHOICES = "split_choices"
 
 
 @dataclass
@@ -56,11 +55,16 @@ class RunRecord:
 
 
 def current_split_id(results: ResultsStore, task: str) -> str | None:
-    """The split most recently chosen for ``task`` in this store, or None (no stored splits yet)."""
-    table = dbmod.open_table(results.db, SPLIT_CHOICES)
+    """The split most recently chosen for ``task`` in this store, or None (no stored splits yet).
+
+    ``clearbench run`` records a choice whenever a split becomes the task's (drawn, redrawn with
+    ``--resplit``, or kept for a changed cohort), so the newest choice is the split the board compares on.
+    """
+    table = dbmod.open_table(results.db, CHOICES)
     if table is None:
         return None
-    rows = table.search().where(f"task = '{task.replace(chr(39), chr(39) * 2)}'").limit(None).to_arrow().to_pylist()
+    quoted = "'" + task.replace("'", "''") + "'"
+    rows = table.search().where(f"task = {quoted}").limit(None).to_arrow().to_pylist()
     if not rows:
         return None
     return max(rows, key=lambda r: r["created_at"])["split_id"]

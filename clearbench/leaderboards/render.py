@@ -20,7 +20,7 @@ from rich.table import Table
 
 from clearbench.errors import ClearbenchError
 from clearbench.leaderboards.api import task_columns
-from clearbench.leaderboards.table import APART, AVERAGE, PUBLISHED, label_columns, marks
+from clearbench.leaderboards.table import APART, AVERAGE, PUBLISHED, RANKED, label_columns, marks
 
 FORMATS = ("table", "md", "csv", "latex", "json")
 
@@ -67,8 +67,10 @@ def _leaderboard_grid(df: pl.DataFrame) -> Grid:
     labels = label_columns(df)
     values = [*labels, AVERAGE]
     task, metric = df["task"][0], df["metric"][0]
+    splits = {s for s, g in zip(df["split_id"].to_list(), df["group"].to_list()) if g == RANKED and s}
+    on_split = f" (split {splits.pop()})" if len(splits) == 1 else ""
     grid = Grid(
-        title=f"{task} · {metric.upper()} (%), test set, mean ± std over folds",
+        title=f"{task} · {metric.upper()} (%), test set{on_split}, mean ± std over folds",
         headers=["#", "encoder", *labels, AVERAGE, "95% CI", "p", "patients/scans", "folds", "run / source", "note"],
         right={0, *range(2, len(values) + 6)},
     )
@@ -81,7 +83,10 @@ def _leaderboard_grid(df: pl.DataFrame) -> Grid:
         published = r["group"] == PUBLISHED
         ci = f"[{r['ci_low']:.1f}, {r['ci_high']:.1f}]" if _num(r["ci_low"]) else ""
         size = "" if published else f"{r['n_test_patients']}/{r['n_test_scans']}"
-        note = f"apart: {r['reason']}" if r["group"] == APART else ""
+        notes = [f"apart: {r['reason']}"] if r["group"] == APART else []
+        if r["n_missing"]:
+            notes.append(f"{r['n_missing']} scan{'s' if r['n_missing'] != 1 else ''} of the split without embeddings")
+        note = "; ".join(notes)
         grid.rows.append(
             [
                 Cell(str(r["rank"]) if r["rank"] is not None else ""),
@@ -98,8 +103,9 @@ def _leaderboard_grid(df: pl.DataFrame) -> Grid:
     grid.notes = [
         "CI: patient-level bootstrap 95% interval of the average on the test predictions (seeded).",
         "p: paired bootstrap test of the average against the best ranked row, on the same test patients.",
-        "Published rows are the CLEAR paper's numbers; they are never ranked against reproduced rows.",
     ]
+    if PUBLISHED in df["group"].to_list():
+        grid.notes.append("Published rows are the CLEAR paper's numbers; they are never ranked against reproduced rows.")
     return grid
 
 

@@ -30,7 +30,6 @@ B replicates gives p = 2 / (B + 1).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -277,14 +276,3 @@ def paired_test(
     diff = interval(ra - rb, point_estimate(a, metric) - point_estimate(b, metric), level)
     return PairedTest(diff.estimate, diff.low, diff.high, p, n)
 
-
-def from_arrays(
-    fold_patients: Sequence[np.ndarray], y_true: Sequence[np.ndarray], prob: Sequence[np.ndarray], pred: Sequence[np.ndarray]
-) -> RunPredictions:
-    """Build :class:`RunPredictions` from per-fold arrays."""
-    return RunPredictions(
-        tuple(
-            FoldPredictions(np.asarray(p, dtype=str), np.asarray(y), np.asarray(s), np.asarray(c, dtype=bool))
-            for p, y, s, c in zip(fold_patients, y_true, prob, pred)
-        )
-    )
