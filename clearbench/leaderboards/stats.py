@@ -141,7 +141,7 @@ def _weighted_ap(y: np.ndarray, score: np.ndarray, onehot: np.ndarray, w: np.nda
     sp = score[y]
     true_above = w @ (onehot[y].T @ (sp[:, None] >= sp[None, :]))
     all_above = w @ (onehot.T @ (score[:, None] >= sp[None, :]))
-    own = w @ onehot[y].T
+    own = w[:, onehot[y].argmax(axis=1)]  # each positive's own patient weight
     n_pos, n_neg = w @ onehot[y].sum(axis=0), w @ onehot[~y].sum(axis=0)
     precision = np.divide(true_above, all_above, out=np.zeros_like(true_above), where=all_above > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
