@@ -10,6 +10,7 @@ import typer
 from clearbench.cli.common import command_problems, console
 from clearbench.errors import ClearbenchError
 
+
 def _check_choice(option: str, value: str, valid: tuple[str, ...]) -> str:
     if value not in valid:
         raise ClearbenchError(f"{option} {value}: unknown; valid: {', '.join(valid)}")
