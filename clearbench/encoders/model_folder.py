@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from clearbench.encoders.card import EncoderCard
-from clearbench.encoders.weights import WeightsLocation, expand_path, file_sha256
+from clearbench.encoders.weights import WeightsLocation, file_sha256, local_candidates
 from clearbench.errors import ClearbenchError, InputError
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -61,23 +61,12 @@ def locate_model_folder(card: EncoderCard) -> WeightsLocation:
     """Look for a card's model folder: the env var, then ``path`` (a folder, or a repo id), then ``hf_repo``."""
     spec = card.weights
     tried: list[str] = []
-    if spec.env:
-        value = os.environ.get(spec.env)
-        if value:
-            path = Path(value).expanduser()
-            tried.append(f"${spec.env} = {path}")
-            if path.is_dir():
-                return WeightsLocation(path, tuple(tried))
-        else:
-            tried.append(f"${spec.env} (not set)")
-    repos = [spec.hf_repo] if spec.hf_repo else []
-    if spec.path:
-        path = expand_path(spec.path)
-        tried.append(str(path))
+    for path in local_candidates(spec, tried):
         if path.is_dir():
             return WeightsLocation(path, tuple(tried))
-        if not repos and looks_like_repo_id(spec.path):  # weights = "org/name": a repo id in the cache
-            repos.append(spec.path)
+    repos = [spec.hf_repo] if spec.hf_repo else []
+    if not repos and spec.path and looks_like_repo_id(spec.path):  # weights = "org/name": a repo id in the cache
+        repos.append(spec.path)
     for repo in repos:
         tried.append(f"Hugging Face cache {hf_cache_dir()}: {repo}" + (f"@{spec.hf_revision}" if spec.hf_revision else ""))
         folder = cached_snapshot(repo, spec.hf_revision)

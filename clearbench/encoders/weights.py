@@ -15,7 +15,7 @@ import pickle
 import pickletools
 import re
 import types
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from clearbench.config import home
-from clearbench.encoders.card import EncoderCard
+from clearbench.encoders.card import EncoderCard, WeightsSpec
 from clearbench.encoders.family import StateDict
 from clearbench.errors import ClearbenchError, InputError
 
@@ -65,18 +65,7 @@ def locate_weights(card: EncoderCard) -> WeightsLocation:
     if spec.none:
         return WeightsLocation(None, ("none",), none=True)
     tried: list[str] = []
-    if spec.env:
-        value = os.environ.get(spec.env)
-        if value:
-            path = Path(value).expanduser()
-            tried.append(f"${spec.env} = {path}")
-            if path.is_file():
-                return WeightsLocation(path, tuple(tried))
-        else:
-            tried.append(f"${spec.env} (not set)")
-    if spec.path:
-        path = expand_path(spec.path)
-        tried.append(str(path))
+    for path in local_candidates(spec, tried):
         if path.is_file():
             return WeightsLocation(path, tuple(tried))
     if spec.hf_repo and spec.hf_file:
@@ -85,6 +74,22 @@ def locate_weights(card: EncoderCard) -> WeightsLocation:
         if path is not None:
             return WeightsLocation(path, tuple(tried))
     return WeightsLocation(None, tuple(tried))
+
+
+def local_candidates(spec: WeightsSpec, tried: list[str]) -> Iterator[Path]:
+    """The path the card's env var names, then its ``path``; each is recorded in ``tried`` as it is reached."""
+    if spec.env:
+        value = os.environ.get(spec.env)
+        if value:
+            path = Path(value).expanduser()
+            tried.append(f"${spec.env} = {path}")
+            yield path
+        else:
+            tried.append(f"${spec.env} (not set)")
+    if spec.path:
+        path = expand_path(spec.path)
+        tried.append(str(path))
+        yield path
 
 
 def expand_path(text: str) -> Path:
