@@ -249,6 +249,18 @@ def test_exclude_test_of_reads_the_stored_split_in_a_process_without_lancedb(tmp
     assert spawned == here and spawned.split_id == split.split_id and set(spawned.patients) == split.test_patients()
 
 
+def test_exclude_test_of_refuses_a_changed_cohort_and_names_the_command_that_settles_it(tmp_path: Path, nsclc_root: Path) -> None:
+    store = tmp_path / "store"
+    reader = open_dataset("nsclc", nsclc_root)
+    records = reader.records()
+    drawn = task_test_set("task3", records[1:], reader.label_names, store=store, isolate=False)
+    with pytest.raises(ClearbenchError, match=r"1 scan added: .*clearbench splits task3 --keep-split \(or --resplit\)"):
+        task_test_set("task3", records, reader.label_names, store=store, isolate=False)
+    split, _ = load_task_split("task3", root=nsclc_root, store=store, keep_split=True)
+    assert split.split_id == drawn.split_id  # kept once, remembered for pretraining too
+    assert task_test_set("task3", records, reader.label_names, store=store, isolate=False) == drawn
+
+
 def test_a_runs_table_of_an_older_clearbench_gains_the_new_columns(tmp_path: Path) -> None:
     db = connect(tmp_path / "store")
     old_schema = pa.schema([f for f in RUNS_SCHEMA if f.name not in ("split_id", "n_missing", "missing")])

@@ -98,7 +98,7 @@ def summary_table(r: "EncoderRun") -> Table:
     table = Table(
         title=f"[bold]{r.task} · {r.encoder}[/]  {r.head}, {len(r.folds)} folds, {r.n_scans} scans, {r.n_patients} patients",
         title_justify="left",
-        caption=f"test set, % mean ± std over folds\nrun {r.run_id}",
+        caption=f"test set, % mean ± std over folds\nrun {r.run_id}" + (f" · split {r.split_id}" if r.split_id else ""),
         caption_justify="left",
     )
     table.add_column("label")
