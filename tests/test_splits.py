@@ -116,6 +116,14 @@ def test_the_split_is_drawn_once_and_a_repeated_run_adds_no_row(tmp_path: Path, 
     assert statuses == {first.run_id: "superseded", fresh.run_id: "complete"}
     other_seed = run_task("task3", root=nsclc_root, store=store, epochs=1, device="cpu", seed=3)[0]
     assert other_seed.split_id != first.split_id and len(_table(store, SPLITS)) == 2 * n_rows
+    # the task's newest choice names the split its latest run used, whichever seed that was
+    tables = SplitTables(connect(store))
+    assert tables.latest_choice("task3")["split_id"] == other_seed.split_id
+    back = run_task("task3", root=nsclc_root, store=store, epochs=1, device="cpu")[0]
+    assert back.split_id == first.split_id and tables.latest_choice("task3")["split_id"] == first.split_id
+    n_choices = len(_table(store, "split_choices"))
+    run_task("task3", root=nsclc_root, store=store, epochs=1, device="cpu")
+    assert len(_table(store, "split_choices")) == n_choices  # nothing to record when nothing changed
 
 
 def test_a_changed_cohort_is_refused_until_the_user_keeps_or_redraws_the_split(tmp_path: Path, nsclc_root: Path) -> None:

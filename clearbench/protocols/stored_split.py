@@ -246,7 +246,10 @@ def task_split(
                 continue
             rows = tables.rows(c["split_id"])
             if rows is not None:
-                how = "kept" if c["choice"] == "kept" else "stored"
+                how = "stored" if rows[0]["cohort_fingerprint"] == fingerprint else "kept"
+                latest = tables.latest_choice(card.name)
+                if latest is None or latest["split_id"] != c["split_id"]:
+                    tables.choose(card.name, proto, protocol.seed, fingerprint, c["split_id"], how)
                 return _from_rows(rows, how, _change(rows, labels, protocol))
         latest = next((rows for c in choices if (rows := tables.rows(c["split_id"])) is not None), None)
         if latest is not None:

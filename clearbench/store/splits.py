@@ -12,9 +12,11 @@ Two tables:
   are never read as a whole split, and two processes that draw the same split at once leave two
   identical writes of which one is read.
 - ``split_choices``: one row each time a split becomes the split of a task for a cohort (``drawn``,
-  ``resplit`` or ``kept`` for a changed cohort). It is written after the split's rows, so a split
-  without a choice row (a kill between the two writes) is never used until it is chosen again, and a
-  user's ``--keep-split`` for a changed cohort is remembered.
+  ``resplit`` or ``kept`` for a changed cohort), and each time a task goes back to a split that is not
+  its newest choice (``stored``: another seed, or a cohort that changed back), so the newest row of a
+  task always names the split its latest run, ``clearbench splits`` or ``pretrain --exclude-test-of``
+  used. It is written after the split's rows, so a split without a choice row (a kill between the two
+  writes) is never used until it is chosen again, and a user's ``--keep-split`` is remembered.
 """
 
 from __future__ import annotations
@@ -120,6 +122,11 @@ class SplitTables:
             "created_at": _now(),
         }
         self._add(CHOICES, CHOICES_SCHEMA, pa.Table.from_pylist([row], schema=CHOICES_SCHEMA))
+
+    def latest_choice(self, task: str) -> dict[str, Any] | None:
+        """The newest choice made for ``task`` under any protocol and seed: the split it last used."""
+        rows = self._read(CHOICES, f"task = {_q(task)}")
+        return max(rows, key=lambda r: r["created_at"]) if rows else None
 
     def choices(self, task: str, protocol: str) -> list[dict[str, Any]]:
         """The choices made for ``task`` under ``protocol`` (JSON, seed included), newest first."""
