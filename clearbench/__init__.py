@@ -41,6 +41,7 @@ _LAZY: dict[str, str] = {
     "leaderboard": "clearbench.leaderboards",
     "leaderboard_overview": "clearbench.leaderboards",
     "label_columns": "clearbench.leaderboards",
+    "board": "clearbench.htmlboard.build",
 }
 
 

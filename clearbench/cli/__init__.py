@@ -53,6 +53,7 @@ _COMMAND_MODULES = (
     "splits",
     "run",
     "explain",
+    "board",
     "pretrain",
     "leaderboard",
 )
