@@ -8,8 +8,9 @@ PY := $(VENV)/bin/python
 CORE := $(VENV)/.clearbench-core
 TEST := $(VENV)/.clearbench-test
 DEMO_DIR ?= .demo
+EXAMPLE_DIR ?= .board-example
 
-.PHONY: demo test clean
+.PHONY: demo test board-example clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +29,13 @@ $(TEST): $(CORE) tests/plugin/pyproject.toml
 demo: $(CORE)
 	CLEARBENCH_HOME=$(abspath $(DEMO_DIR))/home PATH=$(abspath $(VENV))/bin:$$PATH sh scripts/demo.sh $(abspath $(DEMO_DIR))
 
+# Regenerates leaderboards/example/ (the committed example board) from a synthetic run in $(EXAMPLE_DIR).
+board-example: $(CORE)
+	CLEARBENCH_HOME=$(abspath $(EXAMPLE_DIR))/home PATH=$(abspath $(VENV))/bin:$$PATH sh scripts/board_example.sh $(abspath $(EXAMPLE_DIR)) leaderboards/example
+
 test: $(TEST)
 	sh scripts/ensure_chromium.sh
 	$(PY) -m pytest -n 2 --durations=15
 
 clean:
-	rm -rf $(DEMO_DIR) .pytest_cache
+	rm -rf $(DEMO_DIR) $(EXAMPLE_DIR) .pytest_cache

@@ -46,7 +46,7 @@ def explain(
         return
     table = Table(title=f"{escape(task)} · {escape(encoder)} · run {escape(written[0].run_id)}", title_justify="left")
     for name in ("scan", "fold", "hit %", "chance %", "plot"):
-        table.add_column(name, justify="right" if name in ("fold", "hit %", "chance %") else "left")
+        table.add_column(name, justify="right" if name in ("fold", "hit %", "chance %") else "left", overflow="fold")
     for w in written:
         r = w.rate.overall if w.rate else None
         table.add_row(escape(w.scan_id), str(w.fold), _pct(r.hit) if r else "–", _pct(r.chance) if r else "–", escape(str(w.path)))

@@ -23,6 +23,11 @@ import numpy as np
 DEFAULT_K = 2
 
 
+def _lift(hit: float, chance: float) -> float:
+    """How many times chance the head puts on the key slices (1 = no better than uniform)."""
+    return hit / chance if chance > 0 else float("nan")
+
+
 @dataclass(frozen=True)
 class HitRate:
     """The attention share near key slices (``hit``) and what uniform attention would give (``chance``)."""
@@ -34,8 +39,7 @@ class HitRate:
 
     @property
     def lift(self) -> float:
-        """How many times chance the head puts on the key slices (1 = no better than uniform)."""
-        return self.hit / self.chance if self.chance > 0 else float("nan")
+        return _lift(self.hit, self.chance)
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,7 @@ class HitRateSummary:
 
     @property
     def lift(self) -> float:
-        return self.hit / self.chance if self.chance > 0 else float("nan")
+        return _lift(self.hit, self.chance)
 
 
 def near_key_slices(slice_idx: np.ndarray, key_slices: Iterable[int], k: int = DEFAULT_K) -> np.ndarray:
