@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 from PIL import Image
 
 from clearbench.cli import main
 from clearbench.errors import ClearbenchError
-from clearbench.explaining.api import explain, rate_of, run_hit_rate
+from clearbench.explaining.api import attention_hit_rate, explain, rate_of, run_hit_rate
 from clearbench.explaining.plot import attention_figure, save_figure
 from clearbench.explaining.source import ScanAttention
 
@@ -91,3 +92,30 @@ def test_explain_plots_a_two_encoder_run(tmp_path: Path, capsys: pytest.CaptureF
         explain("task1", ENCODERS[1], store=store, scan="no-such-scan")
     with pytest.raises(ClearbenchError, match="clearbench run task1 --encoder nobody"):
         explain("task1", "nobody", store=store)
+
+
+@pytest.mark.slow
+def test_hit_rate_is_a_leaderboard_column(deeplesion_runs) -> None:
+    """The leaderboard's hit-rate columns equal the run's hit rate, and reach the terminal and CSV renderings."""
+    from rich.console import Console
+
+    from clearbench.leaderboards import leaderboard
+    from clearbench.leaderboards.render import render, to_rich
+
+    store = deeplesion_runs.store
+    df = leaderboard("task1", store=store, n_boot=0)
+    for encoder in ENCODERS:
+        row = df.filter((pl.col("encoder") == encoder) & (pl.col("source") == "reproduced")).row(0, named=True)
+        rate = attention_hit_rate("task1", encoder, store=store)
+        assert rate is not None and rate.n_folds == row["n_folds"]
+        assert row["hit_rate"] == pytest.approx(100 * rate.hit)
+        assert row["hit_rate std"] == pytest.approx(100 * rate.hit_std)
+        assert row["hit_chance"] == pytest.approx(100 * rate.chance)
+    assert df.filter(pl.col("source") == "published")["hit_rate"].is_null().all()
+    header = render([df], "csv").splitlines()[0].split(",")
+    assert {"hit_rate", "hit_rate std", "hit_chance"} <= set(header)
+    console = Console(width=400, record=True)
+    console.print(to_rich(df))
+    text = console.export_text()
+    assert "hit % (chance)" in text and f"({df['hit_chance'][0]:.1f})" in text
+    assert "hit_rate" not in leaderboard("task1", store=store, n_boot=0, hit_rate=False).columns

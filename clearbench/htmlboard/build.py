@@ -64,7 +64,7 @@ def board(
     leaderboards (``clearbench.leaderboard``), and up to ``plots`` attention plots per run under ``out/plots``.
     Raises :class:`ClearbenchError` when the store has no finished run at all."""
     from clearbench.leaderboards import leaderboard, marks
-    from clearbench.leaderboards.api import no_runs_message
+    from clearbench.leaderboards.api import NoRuns
     from clearbench.tasks.registry import list_tasks
 
     out = Path(out)
@@ -73,10 +73,8 @@ def board(
     for card in list_tasks():
         try:
             frames = {m: leaderboard(card, metric=m, published=published, store=store, n_boot=n_boot, seed=seed) for m in METRICS}
-        except ClearbenchError as exc:
-            if str(exc) == no_runs_message(card.name, store):
-                continue
-            raise
+        except NoRuns:
+            continue
         if on_task is not None:
             on_task(card.name)
         rows = frames[METRICS[0]].to_dicts()

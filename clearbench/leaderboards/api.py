@@ -13,6 +13,7 @@ import polars as pl
 
 from clearbench.config import store_path
 from clearbench.errors import ClearbenchError
+from clearbench.explaining.columns import with_hit_rates
 from clearbench.leaderboards import stats
 from clearbench.leaderboards.published import published_rows
 from clearbench.leaderboards.records import current_split_id, read_records
@@ -39,12 +40,14 @@ def leaderboard(
     encoders: Sequence[str] | None = None,
     n_boot: int = stats.DEFAULT_BOOTSTRAP,
     seed: int = stats.DEFAULT_SEED,
+    hit_rate: bool = True,
 ) -> pl.DataFrame:
     """The leaderboard of ``task`` on ``metric``: one row per encoder, as in the paper's tables.
 
     Each encoder is shown with its newest finished run, unless ``run`` names run ids (one per encoder at
     most) to show instead. ``encoders`` restricts the reproduced rows; ``published`` adds the paper's rows.
     ``n_boot`` bootstrap replicates (seeded by ``seed``) give the CIs and p-values; 0 skips them.
+    ``hit_rate`` adds the attention hit-rate columns (:mod:`clearbench.explaining.columns`).
     Raises :class:`NoRuns` when the task has no finished run in the store.
     """
     card = task if isinstance(task, TaskCard) else get_task(task)
@@ -55,7 +58,7 @@ def leaderboard(
     if not records:
         raise NoRuns(card.name, store)
     extra = published_rows(card.name, metric, list(card.labels)) if published else []
-    return build_table(
+    df = build_table(
         card.name,
         list(card.labels),
         metric,
@@ -65,6 +68,7 @@ def leaderboard(
         n_boot=n_boot,
         seed=seed,
     )
+    return with_hit_rates(df, card, store) if hit_rate else df
 
 
 def leaderboard_overview(
@@ -82,7 +86,7 @@ def leaderboard_overview(
     boards: dict[str, pl.DataFrame] = {}
     for card in list_tasks():
         try:
-            boards[card.name] = leaderboard(card, metric=metric, published=published, store=store, n_boot=0)
+            boards[card.name] = leaderboard(card, metric=metric, published=published, store=store, n_boot=0, hit_rate=False)
         except NoRuns:
             continue
     if not boards:

@@ -19,10 +19,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from clearbench.errors import ClearbenchError
+from clearbench.explaining.columns import HIT_CHANCE, HIT_RATE, HIT_RATE_STD
 from clearbench.leaderboards.api import task_columns
 from clearbench.leaderboards.table import APART, AVERAGE, PUBLISHED, RANKED, label_columns, marks
 
 FORMATS = ("table", "md", "csv", "latex", "json")
+HIT_HEADER = "hit % (chance)"
 
 
 @dataclass
@@ -63,16 +65,24 @@ def _p(p: float | None) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _hit(r: dict[str, Any]) -> str:
+    if not _num(r.get(HIT_RATE)):
+        return ""
+    return f"{_mean_std(r[HIT_RATE], r[HIT_RATE_STD])} ({r[HIT_CHANCE]:.1f})"
+
+
 def _leaderboard_grid(df: pl.DataFrame) -> Grid:
     labels = label_columns(df)
     values = [*labels, AVERAGE]
     task, metric = df["task"][0], df["metric"][0]
     splits = {s for s, g in zip(df["split_id"].to_list(), df["group"].to_list()) if g == RANKED and s}
     on_split = f" (split {splits.pop()})" if len(splits) == 1 else ""
+    hits = HIT_RATE in df.columns and df[HIT_RATE].is_not_null().any()
     grid = Grid(
         title=f"{task} · {metric.upper()} (%), test set{on_split}, mean ± std over folds",
-        headers=["#", "encoder", *labels, AVERAGE, "95% CI", "p", "patients/scans", "folds", "run / source", "note"],
-        right={0, *range(2, len(values) + 6)},
+        headers=["#", "encoder", *labels, AVERAGE, "95% CI", "p", *([HIT_HEADER] if hits else []), "patients/scans",
+                 "folds", "run / source", "note"],
+        right={0, *range(2, len(values) + 6 + hits)},
     )
     marked = marks(df, values)
     previous = None
@@ -94,6 +104,7 @@ def _leaderboard_grid(df: pl.DataFrame) -> Grid:
                 *(Cell(_mean_std(r[c], r[f"{c} std"]), marked.get((i, c))) for c in values),
                 Cell(ci),
                 Cell(_p(r["p_value"])),
+                *([Cell(_hit(r))] if hits else []),
                 Cell(size),
                 Cell("" if published else str(r["n_folds"])),
                 Cell(f"published: {r['published_in']}" if published else r["run_id"]),
@@ -106,6 +117,8 @@ def _leaderboard_grid(df: pl.DataFrame) -> Grid:
     ]
     if PUBLISHED in df["group"].to_list():
         grid.notes.append("Published rows are the CLEAR paper's numbers; they are never ranked against reproduced rows.")
+    if hits:
+        grid.notes.append("hit %: attention within ±k slices of a key slice, mean ± std over folds (chance: uniform attention).")
     return grid
 
 
@@ -137,7 +150,7 @@ def grid(df: pl.DataFrame) -> Grid:
     return _overview_grid(df) if is_overview(df) else _leaderboard_grid(df)
 
 
-COMPACT = ("#", "encoder", AVERAGE, "95% CI", "p", "patients/scans", "folds", "run / source", "note")
+COMPACT = ("#", "encoder", AVERAGE, "95% CI", "p", HIT_HEADER, "patients/scans", "folds", "run / source", "note")
 
 
 def _only(g: Grid, headers: Sequence[str]) -> Grid:

@@ -19,6 +19,10 @@ group                  ``ranked``, ``apart`` or ``published``
 reason                 why a row is apart; null otherwise
 <label>, <label> std   mean and standard deviation over folds of the label's test metric, percent
 average, average std   the same for the macro average over labels (the paper's "Average")
+hit_rate, hit_rate std  attention hit rate (share of attention within ±k slices of a key slice), mean and std
+                       over folds, percent; null without attention or key slices (added by ``leaderboard``,
+                       see :mod:`clearbench.explaining.columns`)
+hit_chance             what uniform attention would score on the same scans, percent
 ci_low, ci_high        patient-level bootstrap 95% CI of ``average`` on the test predictions, percent
 p_value                paired bootstrap test of ``average`` against the best ranked row; null for that
                        row and for rows outside the ranked group
