@@ -257,6 +257,7 @@ def test_latex_parses_with_one_row_per_encoder(odd_board: pl.DataFrame) -> None:
     assert len(rows) == odd_board.height == 15
     assert r"\[bold\]x\_\&\%\$\#\{y\}" not in tex and r"[bold]x\_\&\%\$\#\{y\}" in tex
     assert r"\textbf{" in tex and r"\underline{" in tex and r"\toprule" in tex and r"\bottomrule" in tex
+    assert not {"±", "·", "–"} & set(tex)  # only ASCII markup, whatever the LaTeX engine
 
 
 def test_markdown_csv_json_and_terminal(odd_board: pl.DataFrame) -> None:

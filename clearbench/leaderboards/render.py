@@ -219,6 +219,9 @@ _LATEX = {
     "}": r"\}",
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
+    "±": r"\ensuremath{\pm}",
+    "·": r"\textperiodcentered{}",
+    "–": "--",
 }
 
 
@@ -232,7 +235,7 @@ def _latex_cell(c: Cell) -> str:
         rest = std.split(" ", 1)
         body = {"best": rf"\textbf{{{mean}}}", "second": rf"\underline{{{mean}}}"}.get(c.mark or "", mean)
         return body + rf" $\pm$ {latex_escape(rest[0])}" + (f" {latex_escape(rest[1])}" if len(rest) > 1 else "")
-    t = latex_escape(c.text.replace("–", "--"))
+    t = latex_escape(c.text)
     return {"best": rf"\textbf{{{t}}}", "second": rf"\underline{{{t}}}"}.get(c.mark or "", t)
 
 
