@@ -1,12 +1,15 @@
 # Two entry points, both safe on a fresh machine: they create .venv when missing and install the project.
 #   make demo   the pipeline on a built-in synthetic cohort (core install)
-#   make test   the test suite (core install plus the dev, merlin and sam2 extras and the example plugin);
+#   make test   the test suite (core install plus the dev, merlin and sam2 extras; the example plugin goes into
+#               .venv/test-plugins, a folder only the tests put on the path, so a user's listings never show it);
 #               installs Debian's chromium for the browser test when it is absent and the user is root
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 CORE := $(VENV)/.clearbench-core
 TEST := $(VENV)/.clearbench-test
+TEST_PLUGINS := $(VENV)/test-plugins
+PLUGIN := $(TEST_PLUGINS)/.clearbench-example-plugin
 DEMO_DIR ?= .demo
 EXAMPLE_DIR ?= .board-example
 
@@ -21,9 +24,17 @@ $(CORE): pyproject.toml | $(PY)
 	touch $@
 
 # sam2 is an sdist whose build imports torch: build it against the torch just installed, without CUDA.
-$(TEST): $(CORE) tests/plugin/pyproject.toml
-	$(PY) -m pip install --quiet -e '.[dev,merlin]' -e tests/plugin
+$(TEST): $(CORE)
+	$(PY) -m pip install --quiet -e '.[dev,merlin]'
 	SAM2_BUILD_CUDA=0 $(PY) -m pip install --quiet --no-build-isolation -e '.[sam2]'
+	touch $@
+
+# The example plugin is a test fixture: tests/conftest.py puts this folder on the path. A .venv made before
+# it lived here has it installed into the venv itself, where every listing would show it: that copy goes.
+$(PLUGIN): tests/plugin/pyproject.toml $(wildcard tests/plugin/clearbench_example_plugin/*.py tests/plugin/clearbench_example_plugin/*/*) | $(CORE)
+	$(PY) -m pip uninstall --quiet --yes clearbench-example-plugin
+	rm -rf $(TEST_PLUGINS)
+	$(PY) -m pip install --quiet --no-deps --target $(TEST_PLUGINS) ./tests/plugin
 	touch $@
 
 demo: $(CORE)
@@ -33,7 +44,7 @@ demo: $(CORE)
 board-example: $(CORE)
 	CLEARBENCH_HOME=$(abspath $(EXAMPLE_DIR))/home PATH=$(abspath $(VENV))/bin:$$PATH sh scripts/board_example.sh $(abspath $(EXAMPLE_DIR)) leaderboards/example
 
-test: $(TEST)
+test: $(TEST) $(PLUGIN)
 	sh scripts/ensure_chromium.sh
 	$(PY) -m pytest -n 2 --durations=15
 

@@ -4,12 +4,31 @@
 - torch runs one thread per test process: the suite runs in two xdist workers on two cores, and the models
   under test are tiny, so extra intra-op threads only oversubscribe the machine.
 - The CLI consoles are wide, so table assertions do not depend on the terminal the tests run in.
+- The example plugin (tests/plugin) is installed by ``make test`` into ``.venv/test-plugins``, a folder only the
+  tests put on the path (here, and on PYTHONPATH for the CLI run as a subprocess): a user's ``clearbench
+  encoders`` or ``clearbench tasks`` in the same venv never lists a test fixture.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+TEST_PLUGINS = Path(sys.prefix) / "test-plugins"
+
+
+def _put_test_plugins_on_the_path() -> None:
+    if not TEST_PLUGINS.is_dir() or str(TEST_PLUGINS) in sys.path:
+        return
+    sys.path.append(str(TEST_PLUGINS))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(TEST_PLUGINS)) if p)
+
+
+_put_test_plugins_on_the_path()
 
 
 def pytest_configure(config: pytest.Config) -> None:

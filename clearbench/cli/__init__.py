@@ -11,7 +11,7 @@ from importlib import import_module
 
 import typer
 
-from clearbench.cli.common import err_console, skipped_summary, state
+from clearbench.cli.common import say, skipped_summary, state
 from clearbench.errors import ClearbenchError, UsageError
 
 # The exit codes every command keeps, so that a script can trust them.
@@ -26,7 +26,7 @@ EXIT_CODES_HELP = (
 def _exit_code(_result: object = None, **_params: object) -> None:
     """After a command that finished: exit code 3 when it went past bad inputs, with the list on stderr."""
     if state.skipped:
-        err_console.print(f"[yellow]{skipped_summary()}[/]", highlight=False, soft_wrap=True)
+        say("[yellow]{}[/]", skipped_summary(), err=True)
         raise typer.Exit(EXIT_SKIPPED)
 
 
@@ -87,5 +87,5 @@ def main(argv: list[str] | None = None) -> None:
     except ClearbenchError as exc:
         if state.debug:
             raise
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        say("[bold red]error:[/] {}", exc, err=True)
         sys.exit(EXIT_USAGE if isinstance(exc, UsageError) else EXIT_ERROR)

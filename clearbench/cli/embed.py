@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from clearbench.cli.common import check_table_option, command_problems, err_console, note_skipped, print_json_line
+from clearbench.cli.common import check_table_option, command_problems, note_skipped, print_json_line, say
 
 
 def embed(
@@ -72,11 +72,11 @@ def embed(
         print_json_line(summary.to_dict())
         return
     ranks = f" on {summary.world_size} processes" if summary.world_size > 1 else ""
-    err_console.print(
-        f"{summary.table}: {summary.scans_done} scan(s) embedded ({summary.slices_embedded} rows, "
-        f"{summary.slices_per_s:.1f}/s{ranks}), {summary.scans_skipped} already stored, "
-        f"{summary.scans_failed} failed, of {summary.scans_total} [dim]({summary.store})[/]",
-        highlight=False,
+    changed = f" ({summary.scans_changed} of them changed since they were stored)" if summary.scans_changed else ""
+    say(
+        "{}: {} scan(s) embedded{} ({} rows, {}/s{}), {} already stored, {} failed, of {} [dim]({})[/]",
+        summary.table, summary.scans_done, changed, summary.slices_embedded, f"{summary.slices_per_s:.1f}", ranks,
+        summary.scans_skipped, summary.scans_failed, summary.scans_total, summary.store, err=True,
     )
 
 

@@ -7,7 +7,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from clearbench.cli.common import console, print_json_line
+from clearbench.cli.common import console, print_json_line, say
 
 
 def check(
@@ -41,8 +41,8 @@ def check(
             table.add_row(escape(item.name), "[green]pass[/]" if item.passed else "[red]FAIL[/]", escape(item.detail))
         console.print(table)
         if report.note:
-            console.print(f"[yellow]note:[/] {escape(report.note)}", soft_wrap=True)
+            say("[yellow]note:[/] {}", report.note)
         verdict = "[green]conforms[/]" if report.passed else f"[red]{len(report.failures)} check(s) failed[/]"
-        console.print(f"{escape(report.encoder)}: {verdict}")
+        say("{}: " + verdict, report.encoder)
     if not report.passed:
         raise typer.Exit(1)

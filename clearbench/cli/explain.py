@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from clearbench.cli.common import console, print_json_line
+from clearbench.cli.common import console, print_json_line, say
 
 
 def _pct(x: float) -> str:
@@ -54,10 +54,8 @@ def explain(
     if overall is None:
         console.print("attention hit rate: none (no test scan has key slices)")
     else:
-        console.print(
-            f"attention hit rate (±{overall.k} slices of a key slice), {overall.n_scans} test scans, mean over "
-            f"{overall.n_folds} fold(s): [bold]{_pct(overall.hit)}%[/] ± {_pct(overall.hit_std)}, chance {_pct(overall.chance)}%"
-        )
+        say("attention hit rate (±{} slices of a key slice), {} test scans, mean over {} fold(s): [bold]{}%[/] ± {}, chance {}%",
+            overall.k, overall.n_scans, overall.n_folds, _pct(overall.hit), _pct(overall.hit_std), _pct(overall.chance))
 
 
 def register(app: typer.Typer) -> None:

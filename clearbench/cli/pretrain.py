@@ -6,9 +6,8 @@ import os
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 
-from clearbench.cli.common import command_problems, console, print_json_line
+from clearbench.cli.common import command_problems, print_json_line, say
 
 
 def pretrain(
@@ -84,15 +83,15 @@ def pretrain(
         return
     loss = f", last loss {last:.4f}" if last is not None else ""
     if not result.finished:
-        console.print(f"stopped at step {result.steps} of {result.total_steps}{loss}; "
-                      f"run the same command again to continue ({escape(str(result.run_dir))})")
+        say("stopped at step {} of {}{}; run the same command again to continue ({})",
+            result.steps, result.total_steps, loss, result.run_dir)
         return
-    console.print(f"[green]trained[/] {result.card_name}: {result.steps} steps{loss}")
-    console.print(f"  weights  {escape(str(result.weights))}")
-    console.print(f"  card     {escape(str(result.card_path))}")
+    say("[green]trained[/] {}: {} steps{}", result.card_name, result.steps, loss)
+    say("  weights  {}", result.weights)
+    say("  card     {}", result.card_path)
     if problems.errors:
-        console.print(f"  [yellow]{len(problems.errors)} input error(s)[/]: those scans or slices were left out (see above)")
-    console.print(f"next: clearbench embed --encoder {result.card_name} --dataset <dataset>")
+        say("  [yellow]{} input error(s)[/]: those scans or slices were left out (see above)", len(problems.errors))
+    say("next: clearbench embed --encoder {} --dataset <dataset>", result.card_name)
 
 
 def register(app: typer.Typer) -> None:

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from clearbench.cli.common import command_problems, console, err_console, print_json_line
+from clearbench.cli.common import command_problems, console, err_console, esc, markup, print_json_line, say
 from clearbench.errors import ClearbenchError
 from clearbench.progress import LoggedProgress
 
@@ -39,7 +38,7 @@ class RichRunProgress:
         for bar in (self.folds, self.epochs):
             if bar is not None:
                 self.progress.remove_task(bar)
-        self.label = f"{task} · {encoder}"
+        self.label = f"{esc(task)} · {esc(encoder)}"
         self.max_epochs = max_epochs
         info = f"reusing finished folds {', '.join(map(str, reused))}" if reused else ""
         self.folds = self.progress.add_task(f"{self.label}: folds", total=n_folds, info=info)
@@ -96,7 +95,8 @@ def summary_table(r: "EncoderRun") -> Table:
     from clearbench.protocols.metrics import MACRO
 
     table = Table(
-        title=f"[bold]{r.task} · {r.encoder}[/]  {r.head}, {len(r.folds)} folds, {r.n_scans} scans, {r.n_patients} patients",
+        title=markup("[bold]{} · {}[/]  {}, {} folds, {} scans, {} patients",
+                     r.task, r.encoder, r.head, len(r.folds), r.n_scans, r.n_patients),
         title_justify="left",
         caption=f"test set, % mean ± std over folds\nrun {r.run_id}" + (f" · split {r.split_id}" if r.split_id else ""),
         caption_justify="left",
@@ -106,7 +106,7 @@ def summary_table(r: "EncoderRun") -> Table:
         table.add_column(m.upper(), justify="right")
     for name in [*r.labels, MACRO]:
         cells = [_cell(r.summary[m][name], len(r.folds)) for m in r.metrics]
-        table.add_row(f"[bold]{name}[/]" if name == MACRO else name, *cells, end_section=name == r.labels[-1])
+        table.add_row(f"[bold]{esc(name)}[/]" if name == MACRO else esc(name), *cells, end_section=name == r.labels[-1])
     return table
 
 
@@ -168,7 +168,7 @@ def run(
     split = results[0].split
     if split is not None and not json_out:
         for line in split_notes(split):
-            err_console.print(f"[cyan]note:[/] {escape(line)}", soft_wrap=True, highlight=False)
+            say("[cyan]note:[/] {}", line, err=True)
     for r in results:
         if json_out:
             print_json_line(
@@ -191,11 +191,10 @@ def run(
         for line in exclusion_lines(r.excluded):
             if line not in noted:
                 noted.add(line)
-                err_console.print(f"[yellow]note:[/] {escape(line)}", soft_wrap=True, highlight=False)
+                say("[yellow]note:[/] {}", line, err=True)
         if r.reused:
-            err_console.print(
-                f"{r.task} · {r.encoder}: reused finished folds {', '.join(map(str, r.reused))} (pass --rerun to retrain them)"
-            )
+            say("{} · {}: reused finished folds {} (pass --rerun to retrain them)",
+                r.task, r.encoder, ", ".join(map(str, r.reused)), err=True)
         console.print(summary_table(r))
     if not json_out:
         print_run_board(results, store)
@@ -210,10 +209,10 @@ def print_run_board(results: Sequence["EncoderRun"], store: Optional[Path]) -> N
     try:
         board = leaderboard(task, store=store, run=[r.run_id for r in results], encoders=[r.encoder for r in results], published=False)
     except ClearbenchError as exc:
-        err_console.print(f"[yellow]note:[/] no leaderboard for this run: {escape(str(exc))}", soft_wrap=True, highlight=False)
+        say("[yellow]note:[/] no leaderboard for this run: {}", exc, err=True)
         return
     console.print(to_rich(board, compact=True))
-    console.print(f"every encoder and the paper's rows: clearbench leaderboard {escape(task)}", highlight=False)
+    say("every encoder and the paper's rows: clearbench leaderboard {}", task)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import typer
 from rich import box
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from clearbench.cli.common import command_problems, console, err_console, print_json_line
+from clearbench.cli.common import command_problems, console, err_console, esc, markup, print_json_line, say
 from clearbench.errors import ClearbenchError
 from clearbench.progress import LoggedProgress
 
@@ -26,8 +25,8 @@ def _labels_cell(labels: dict[str, float | None]) -> str:
     if not labels:
         return "[dim]-[/]"
     if len(labels) <= _LABELS_SHOWN_BY_VALUE:
-        return ", ".join(f"{k}={'?' if v is None else f'{v:g}'}" for k, v in labels.items())
-    positive = [k for k, v in labels.items() if v is not None and v != 0]
+        return ", ".join(f"{esc(k)}={'?' if v is None else f'{v:g}'}" for k, v in labels.items())
+    positive = [esc(k) for k, v in labels.items() if v is not None and v != 0]
     unknown = sum(v is None for v in labels.values())
     text = ", ".join(positive) if positive else "[dim]none positive[/]"
     return text + (f" [dim]({unknown} unknown)[/]" if unknown else "")
@@ -65,10 +64,11 @@ def scans(
     log = command_problems(strict)
     reader = open_dataset(dataset, root, problems=log)
     records = reader.records()
-    total = len(records) if limit is None else min(limit, len(records))
+    n_found = len(records) + len(reader.unreadable())
+    total = n_found if limit is None else min(limit, n_found)
 
     table = Table(
-        title=f"{dataset}: {reader.root}",
+        title=markup("{}: {}", dataset, reader.root),
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
@@ -104,8 +104,8 @@ def scans(
                 continue
             scan = summary.scan
             table.add_row(
-                escape(summary.record.scan_id),
-                escape(summary.record.patient_id),
+                esc(summary.record.scan_id),
+                esc(summary.record.patient_id),
                 str(scan.n_slices) if scan else "[red]-[/]",
                 "×".join(map(str, scan.shape)) if scan else "[red]not loaded[/]",
                 "×".join(_mm(s) for s in scan.spacing) if scan else "",
@@ -115,12 +115,11 @@ def scans(
     if not json_out and total:
         console.print(table)
     errors, warnings = len(log.errors), len(log.warnings)
-    err_console.print(
-        f"{n_read} scan(s) read, {n_with_problems} with problems, {n_skipped} skipped; "
-        f"{errors} error(s), {warnings} warning(s) reported",
-        highlight=False,
+    say(
+        "{} scan(s) read, {} with problems, {} skipped; {} error(s), {} warning(s) reported",
+        n_read, n_with_problems, n_skipped, errors, warnings, err=True,
     )
-    if not records:
+    if not n_found:
         raise ClearbenchError(f"no {dataset} scans found under {reader.root}: check --root and the dataset layout")
 
 

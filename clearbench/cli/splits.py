@@ -10,7 +10,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from clearbench.cli.common import command_problems, console, err_console, print_json_line
+from clearbench.cli.common import command_problems, console, print_json_line, say
 from clearbench.cli.run import KEEP_SPLIT_HELP, RESPLIT_HELP, split_notes
 
 
@@ -71,7 +71,7 @@ def splits(
         print_json_line(view)
         return
     for line in split_notes(split):
-        err_console.print(f"[cyan]note:[/] {escape(line)}", soft_wrap=True, highlight=False)
+        say("[cyan]note:[/] {}", line, err=True)
     console.print(overview_table(view))
 
 

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import typer
 from rich import box
-from rich.markup import escape
 from rich.table import Table
 
-from clearbench.cli.common import check_table_option, console, err_console, print_json_line
+from clearbench.cli.common import check_table_option, console, esc, markup, print_json_line, say
 
 store_app = typer.Typer(help="List, inspect and delete embedding tables.", no_args_is_help=True)
 
@@ -36,7 +35,7 @@ def ls(store: Path | None = _STORE_OPTION, json_out: bool = _JSON_OPTION) -> Non
                             | {"dataset": info["provenance"].get("dataset"), "encoder": info["provenance"].get("encoder")})
         return
     if not infos:
-        err_console.print(f"no embedding tables in {embeddings.path}; make one with clearbench embed")
+        say("no embedding tables in {}; make one with clearbench embed", embeddings.path, err=True)
         return
     # Tables named DATASET__ENCODER say what they hold; the column appears only when some table was renamed.
     origin = [f"{i['provenance'].get('encoder', '?')} / {i['provenance'].get('dataset', '?')}" for i in infos]
@@ -44,17 +43,18 @@ def ls(store: Path | None = _STORE_OPTION, json_out: bool = _JSON_OPTION) -> Non
         i["table"] != embeddings.table_name(str(i["provenance"].get("dataset")), str(i["provenance"].get("encoder")))
         for i in infos
     )
-    table = Table(title=f"{embeddings.path}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("table", no_wrap=True, style="bold")
+    table = Table(title=esc(embeddings.path), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    # Names wrap on a narrow terminal; the counts never do, so no number is ever cut.
+    table.add_column("table", overflow="fold", style="bold")
     for column in ("scans", "rows", "dim"):
         table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("windows", no_wrap=True)
+    table.add_column("windows", overflow="fold")
     if renamed:
         table.add_column("encoder / dataset", overflow="fold")
     for info, made_by in zip(infos, origin):
-        cells = [escape(info["table"]), str(info["scans"]), str(info["rows"]), str(info["dim"]),
-                 ",".join(sorted(info["windows"]))]
-        table.add_row(*cells, *([escape(made_by)] if renamed else []))
+        cells = [esc(info["table"]), str(info["scans"]), str(info["rows"]), str(info["dim"]),
+                 esc(",".join(sorted(info["windows"])))]
+        table.add_row(*cells, *([esc(made_by)] if renamed else []))
     console.print(table)
 
 
@@ -67,7 +67,7 @@ def info(
     if json_out:
         print_json_line(details)
         return
-    grid = Table(title=f"table {details['table']}", title_justify="left", show_header=False, box=box.SIMPLE)
+    grid = Table(title=markup("table {}", details["table"]), title_justify="left", show_header=False, box=box.SIMPLE)
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
     rows_per_window = ", ".join(f"{w}: {n}" for w, n in sorted(details["windows"].items()))
@@ -76,10 +76,10 @@ def info(
         ("rows per window", rows_per_window), ("version", f"{details['version']} ({details['versions']} kept)"),
         ("fragments", details["fragments"]), ("indices", ", ".join(details["indices"]) or "none"),
     ):
-        grid.add_row(key, escape(str(value)))
+        grid.add_row(key, esc(str(value)))
     for key, value in sorted(details["provenance"].items()):
         text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-        grid.add_row(f"provenance.{key}", escape(str(text)))
+        grid.add_row(f"provenance.{key}", esc(str(text)))
     console.print(grid)
 
 
@@ -93,7 +93,7 @@ def rm(
     if json_out:
         print_json_line({"removed": table, "store": str(embeddings.path)})
     else:
-        err_console.print(f"removed table {escape(table)} from {embeddings.path}")
+        say("removed table {} from {}", table, embeddings.path, err=True)
 
 
 def register(app: typer.Typer) -> None:

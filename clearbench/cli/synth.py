@@ -7,10 +7,9 @@ from importlib import import_module
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-from clearbench.cli.common import console, err_console
+from clearbench.cli.common import err_console, esc, say
 from clearbench.progress import LoggedProgress
 
 
@@ -31,13 +30,10 @@ def synth(
     write_cohort = import_module(f"clearbench.scans.synth.{dataset.value}").write_cohort
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with LoggedProgress(*columns, console=err_console, transient=True) as bar:
-        task = bar.add_task(f"writing {dataset.value}", total=scans)
+        task = bar.add_task(f"writing {esc(dataset.value)}", total=scans)
         root = write_cohort(out, scans, seed, size=size, progress=lambda n: bar.advance(task, n))
-    console.print(
-        f"wrote {scans} synthetic {dataset.value} scan(s) to {escape(str(root))}\n"
-        f"next: clearbench scans --dataset {dataset.value} --root {escape(str(root))}",
-        soft_wrap=True,
-    )
+    say("wrote {} synthetic {} scan(s) to {}\nnext: clearbench scans --dataset {} --root {}",
+        scans, dataset.value, root, dataset.value, root)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from clearbench.cli.common import command_problems, console, print_json_line
+from clearbench.cli.common import command_problems, console, esc, markup, print_json_line
 
 
 def tasks(json_out: bool = typer.Option(False, "--json", help="One JSON object per task card.")) -> None:
@@ -33,11 +32,11 @@ def tasks(json_out: bool = typer.Option(False, "--json", help="One JSON object p
         else:
             protocol = f"{p.kind}\n{p.folds} folds, {p.val_fraction:.0%} val"
         table.add_row(
-            f"[bold]{escape(card.name)}[/]\n[dim]{_origin(card.source)}[/]",
-            f"{card.dataset}\n{card.type}",
-            ", ".join(card.labels),
-            "\n".join(card.windows),
-            protocol,
+            f"[bold]{esc(card.name)}[/]\n[dim]{_origin(card.source)}[/]",
+            markup("{}\n{}", card.dataset, card.type),
+            esc(", ".join(card.labels)),
+            esc("\n".join(card.windows)),
+            esc(protocol),
             end_section=True,
         )
     console.print(table)
@@ -52,7 +51,7 @@ def _origin(source: str) -> str:
         return "built-in"
     if source.startswith(str(user_card_dir("tasks"))):
         return "user"
-    return "plugin" if source.startswith("entry point") else escape(source)
+    return "plugin" if source.startswith("entry point") else esc(source)
 
 
 def register(app: typer.Typer) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from clearbench.embedding.batches import BatchBuffer, ScanJob, cut_batches, scatter
+from clearbench.embedding.cohort import check_cohort
 from clearbench.embedding.distributed import Ranks, rank_device
 from clearbench.embedding.loader import Failed, Prefetcher
 from clearbench.embedding.progress import EmbedProgress
@@ -28,10 +29,11 @@ from clearbench.encoders.base import Encoder, SliceEncoder, VolumeEncoder
 from clearbench.errors import ClearbenchError, InputError
 from clearbench.scans.base import DatasetReader, ScanRecord
 from clearbench.scans.problems import Problem, ProblemLog
+from clearbench.scans.signature import source_signature
 from clearbench.scans.windows import Window, get_window
 from clearbench.store.db import check_table_name
 from clearbench.store.embeddings import EmbeddingStore, EmbeddingTable, NonFiniteEmbeddingError, ScanEmbeddings, check_vectors
-from clearbench.store.schema import VOLUME_SLICE_IDX, VOLUME_WINDOW
+from clearbench.store.schema import VOLUME_SLICE_IDX, VOLUME_WINDOW, schema_provenance
 
 # The windows each dataset's tasks use (the built-in task cards in tasks/): task 1 reads DeepLesion in both, tasks 2 and 3 lung only.
 DEFAULT_WINDOWS: dict[str, tuple[str, ...]] = {
@@ -43,7 +45,8 @@ DEFAULT_WINDOWS: dict[str, tuple[str, ...]] = {
 
 @dataclass
 class EmbedSummary:
-    """What a run did. ``skipped`` scans were already stored; ``failed`` ones are in ``problems``.
+    """What a run did. ``skipped`` scans were already stored; ``failed`` ones are in ``problems``; ``changed``
+    ones were stored, but from files that have changed since, and were embedded again.
 
     ``slices_embedded`` counts encoder outputs (one per scan for a volume encoder); ``rows_written`` the rows
     this run inserted. ``seconds`` is the whole call; ``embed_seconds`` the embedding loop alone (the slowest
@@ -64,6 +67,7 @@ class EmbedSummary:
     seconds: float
     embed_seconds: float
     world_size: int = 1
+    scans_changed: int = 0
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -129,6 +133,21 @@ def _todo(
     return todo, len(records) - len(todo)
 
 
+def _forget_changed(table: EmbeddingTable, reader: DatasetReader, records: list[ScanRecord], problems: ProblemLog) -> int:
+    """Refuse another cohort; report the stored scans whose source files changed and delete their rows."""
+    check = check_cohort(table, schema_provenance(table.schema).get("dataset_root"), reader, records)
+    for rec in check.changed:
+        problems.report(
+            rec.source,
+            f"changed since scan '{rec.scan_id}' was embedded into table '{table.name}' "
+            "(its files, sizes or modification times differ); embedding it again",
+            scan_id=rec.scan_id,
+            severity="warning",
+        )
+    table.forget([rec.scan_id for rec in check.changed])
+    return len(check.changed)
+
+
 def _default_workers() -> int:
     """One decode thread per core, up to 8: a GPU outruns a few PNG decoders, a CPU encoder needs little."""
     return max(1, min(8, os.cpu_count() or 1))
@@ -191,10 +210,13 @@ def embed(
         name = table or store.table_name(reader.name, encoder.name)
         provenance = table_provenance(encoder, reader)
 
-        # Rank 0 creates (or replaces) the table first, so that the others only ever open a checked one.
+        # Rank 0 creates (or replaces) the table and checks the cohort first, so that the others only ever open a
+        # checked one, and read what is stored after the rows of changed scans are gone.
         target: EmbeddingTable | None = None
+        changed = 0
         if ranks.is_main:
             target = store.open_for_writing(name, encoder.dim, provenance, chosen, overwrite=overwrite)
+            changed = _forget_changed(target, reader, records, problems)
         ranks.barrier()
         if target is None:
             target = store.open_for_writing(name, encoder.dim, provenance, chosen)
@@ -228,6 +250,7 @@ def embed(
             seconds=time.perf_counter() - started,
             embed_seconds=max(c[4] for c in counts),
             world_size=ranks.world,
+            scans_changed=changed,
             problems=list(dict.fromkeys(p for c in counts for p in c[5])),  # each rank reports the index's own
         )
     finally:
@@ -259,6 +282,7 @@ class _Run:
         self.slices = 0
         self.rows_written = 0
         self._windows: dict[str, list[Window]] = {}
+        self._signatures: dict[str, str] = {}  # filled by the loader threads, each before it reads its scan
 
     def execute(self, todo: list[tuple[ScanRecord, list[Window]]], bar: EmbedProgress) -> None:
         if not todo:
@@ -284,6 +308,7 @@ class _Run:
 
     def _prepare_slices(self, record: ScanRecord) -> tuple[Any, ...]:
         """Decode one scan (in a loader thread); pinned memory lets its copy to the GPU run asynchronously."""
+        self._signatures[record.scan_id] = source_signature(record, self.reader.root)
         scan = self.reader.load(record)
         hu = torch.from_numpy(np.ascontiguousarray(scan.hu))
         if self.encoder.device.type == "cuda":
@@ -319,6 +344,7 @@ class _Run:
 
     def _prepare_volume(self, record: ScanRecord) -> tuple[Any, ...]:
         """Decode one scan and run the family's 3D preprocessing (in a loader thread, on the CPU)."""
+        self._signatures[record.scan_id] = source_signature(record, self.reader.root)
         scan = self.reader.load(record)
         assert isinstance(self.encoder, VolumeEncoder)
         batch = self.encoder.preprocess(scan)
@@ -351,6 +377,7 @@ class _Run:
         except NonFiniteEmbeddingError as exc:
             self._fail(record, str(record.source), f"scan {exc.scan_id}: {exc.reason}", bar)
             return
+        rows.source_sig = self._signatures.pop(record.scan_id, None)
         writer.put(rows)
         self.done += 1
         bar.scan_done()

@@ -6,6 +6,7 @@ import time
 from types import TracebackType
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from clearbench.progress import LoggedProgress
@@ -32,7 +33,7 @@ class EmbedProgress:
             console=console,
             disable=not self.enabled,
         )
-        self._task = self._progress.add_task(f"embed {table}", total=n_scans, rate="")
+        self._task = self._progress.add_task(f"embed {escape(table)}", total=n_scans, rate="")
 
     def __enter__(self) -> "EmbedProgress":
         self._progress.start()

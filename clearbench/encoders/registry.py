@@ -248,6 +248,11 @@ def encoder_status(card: EncoderCard, check_sha256: bool = False) -> EncoderStat
         dim = card.dim if card.dim is not None else family.output_dim(family.resolve_params(card.params))
         family.resolve_preprocessing(card.preprocessing)
         _check_weights_kind(family, card)
+        if card.weights.random and dim is None:
+            raise ClearbenchError(
+                f"weights = \"random:{card.weights.seed}\" builds the model from the card alone, but family "
+                f"'{card.family}' takes its size from a checkpoint: name its variant (or its dims) in the card's [params]"
+            )
     except ClearbenchError as exc:
         problem = str(exc)
     except ImportError as exc:
@@ -326,12 +331,12 @@ def load_card(card: EncoderCard, device: str = "cpu", trust_checkpoint: bool = F
         source = str(folder)
     else:
         path = require_weights(card)
-        state, digest = load_verified(path, card.weights.sha256, trust_checkpoint)
-        state = family.adapt_state_dict(state, params)
+        from_file, digest = load_verified(path, card.weights.sha256, trust_checkpoint)
+        state = family.adapt_state_dict(from_file, params)
         params = family.infer_params(state, params)
         with seeded(0):  # anything the checkpoint does not hold (non-persistent buffers) is still reproducible
             model = family.build(params)
-        load_strict(model, state, path)
+        load_strict(model, state, path, file_names=getattr(from_file, "file_names", None))
         source = str(path)
 
     try:

@@ -332,13 +332,25 @@ def unwrap_checkpoint(obj: Any, path: Path | str = "<checkpoint>") -> StateDict:
         obj = inner.state_dict() if isinstance(inner, nn.Module) else inner
     if not isinstance(obj, Mapping):
         raise InputError(path, f"not a state dict but a {type(obj).__name__}; save model.state_dict() instead")
-    state: StateDict = dict(obj)
+    state: StateDict = FileStateDict(obj)
     for prefix in WRAPPER_PREFIXES:
         if state and all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
     if any(k.startswith(MOCO_PREFIX) for k in state):
         state = {k[len(MOCO_PREFIX):]: v for k, v in state.items() if k.startswith(MOCO_PREFIX)}
-    return state
+    return FileStateDict(state, file_names={id(v): k for k, v in obj.items()})
+
+
+class FileStateDict(dict):
+    """A state dict that remembers each tensor's key in the user's file (``file_names``: tensor id -> key).
+
+    Wrappers, families and converters rename keys; the tensors mostly survive as the same objects, so an
+    error about a key can still name it as the user will find it in their file.
+    """
+
+    def __init__(self, *args: Any, file_names: Mapping[int, str] | None = None) -> None:
+        super().__init__(*args)
+        self.file_names = dict(file_names or {})
 
 
 def _is_state_dict(obj: Mapping[Any, Any]) -> bool:
@@ -346,13 +358,20 @@ def _is_state_dict(obj: Mapping[Any, Any]) -> bool:
 
 
 # -- loading -----------------------------------------------------------------------------------------
-def load_strict(model: nn.Module, state_dict: StateDict, path: Path | str = "<checkpoint>") -> None:
-    """Load every key or fail: missing, unexpected and wrongly shaped keys are listed (the first few of each)."""
+def load_strict(
+    model: nn.Module, state_dict: StateDict, path: Path | str = "<checkpoint>", file_names: Mapping[int, str] | None = None
+) -> None:
+    """Load every key or fail: missing, unexpected and wrongly shaped keys are listed (the first few of each).
+
+    ``file_names`` (tensor id -> key in the user's file, as :class:`FileStateDict` keeps them) lets the error
+    name keys as the user's file has them, with the model's name beside those the family renamed.
+    """
     own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
+    names = _KeyNames(state_dict, file_names or {})
+    missing = [names.expected(k) for k in own if k not in state_dict]
+    unexpected = [names.in_file(k) for k in state_dict if k not in own]
     wrong_shape = [
-        f"{k} {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        f"{names.in_file(k)} {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
         for k in own if k in state_dict and state_dict[k].shape != own[k].shape
     ]
     parts = [_listing(what, keys) for what, keys in
@@ -361,6 +380,24 @@ def load_strict(model: nn.Module, state_dict: StateDict, path: Path | str = "<ch
         raise InputError(path, "weights do not fit the model: " + "; ".join(parts)
                          + " (is this a checkpoint of this family, and do the card's [params] match it?)")
     model.load_state_dict(state_dict, strict=True)
+
+
+class _KeyNames:
+    """How a model key was, or would have been, named in the user's file."""
+
+    def __init__(self, state_dict: StateDict, file_names: Mapping[int, str]) -> None:
+        self.in_file_of = {k: file_names[id(v)] for k, v in state_dict.items() if id(v) in file_names}
+        # When every renamed key just lost one prefix, a missing key would have carried that prefix too.
+        prefixes = {f[: len(f) - len(k)] for k, f in self.in_file_of.items() if f.endswith(k)}
+        plain = all(f.endswith(k) for k, f in self.in_file_of.items())
+        self.prefix = next(iter(prefixes)) if plain and len(prefixes) == 1 else None
+
+    def in_file(self, key: str) -> str:
+        found = self.in_file_of.get(key, key)
+        return key if found == key else f"{found} (the model's {key})"
+
+    def expected(self, key: str) -> str:
+        return f"{self.prefix}{key} (the model's {key})" if self.prefix else key
 
 
 def _listing(what: str, keys: list[str]) -> str:

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -187,10 +188,10 @@ class _Run:
         if not self.config.exclude_test_of and not self.config.splits:
             tested = [c.name for c in list_tasks() if c.dataset == self.config.dataset]
             if tested:
-                self.console.print(
+                self.console.print(escape(
                     f"note: pretraining on every patient of {self.config.dataset}, including the test patients of "
                     f"{', '.join(tested)}; pass --exclude-test-of {tested[0]} to keep them out, as the paper did"
-                )
+                ))
         for name in self.config.exclude_test_of:
             card = get_task(name)
             if card.dataset != self.config.dataset:
@@ -202,7 +203,7 @@ class _Run:
             self.excluded_patients[card.name] = len(held.patients)
             self.excluded_splits[card.name] = held.split_id
             records = [r for r in records if r.patient_id not in held.patients]
-            self.console.print(f"left out the {len(held.patients)} test patients of {card.name} (its stored split {held.split_id})")
+            self.console.print(escape(f"left out the {len(held.patients)} test patients of {card.name} (its stored split {held.split_id})"))
         if not records:
             raise ClearbenchError(f"no scans of {self.config.dataset} are left once the test patients are left out")
         return records
@@ -417,7 +418,7 @@ class _Run:
         step_time: float | None = None
         moco.train()
         with self._metrics(step) as metrics, self._progress() as progress:
-            task = progress.add_task(cfg.card_name, total=total, completed=step, ips="", loss="")
+            task = progress.add_task(escape(cfg.card_name), total=total, completed=step, ips="", loss="")
             while step < stop_at:
                 epoch, skip = divmod(step, spe)
                 tick = time.perf_counter()

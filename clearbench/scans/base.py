@@ -43,12 +43,27 @@ class DatasetReader(ABC):
         self.root = Path(root)
         self.problems = problems if problems is not None else ProblemLog()
         self._records: list[ScanRecord] | None = None
+        self._unreadable: list[ScanRecord] = []
 
     def records(self) -> list[ScanRecord]:
         """The scans found under the root, sorted by ``scan_id``; indexing problems are reported once."""
         if self._records is None:
             self._records = sorted(self._index(), key=lambda r: r.scan_id)
         return self._records
+
+    def unreadable(self) -> list[ScanRecord]:
+        """Scans the index found but cannot use (a corrupt file, an empty folder), sorted by ``scan_id``.
+
+        They are not in :meth:`records` (nothing can be loaded from them), but a survey lists them, so that
+        every scan on disk has its line and its problems.
+        """
+        self.records()
+        return sorted(self._unreadable, key=lambda r: r.scan_id)
+
+    def _skip(self, scan_id: str, source: str | Path, reason: str, patient_id: str | None = None) -> None:
+        """Report a scan the index found but cannot use, and keep it for :meth:`unreadable`."""
+        self.problems.report(source, reason, scan_id=scan_id)
+        self._unreadable.append(ScanRecord(scan_id=scan_id, patient_id=patient_id or scan_id, source=Path(source)))
 
     def record(self, scan_id: str) -> ScanRecord:
         for rec in self.records():

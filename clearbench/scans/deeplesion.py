@@ -104,8 +104,18 @@ def _optional_number(text: str) -> float | None:
     return None if math.isnan(value) else value
 
 
-def _parse_row(line: int, raw: dict[str, str]) -> DLRow:
-    """Type one CSV row; raises ValueError naming the column that does not parse."""
+# Columns that describe one lesion's geometry: a bad value there leaves that value unknown (as a missing column
+# does), the row and its series stay. A bad value elsewhere (the scan's identity, spacing, split) drops the row.
+_EXPECTED = {"Measurement_coordinates": "8 numbers", "Bounding_boxes": "4 numbers", "Lesion_diameters_Pixel_": "2 numbers",
+             "Normalized_lesion_location": "3 numbers"}
+_LESION_COLUMNS = frozenset({"Measurement_coordinates", "Bounding_boxes", "Lesion_diameters_Pixel_", "Normalized_lesion_location"})
+
+
+def _parse_row(line: int, raw: dict[str, str], notes: list[str] | None = None) -> DLRow:
+    """Type one CSV row; raises ValueError naming the column that does not parse.
+
+    A lesion column that does not parse is taken as unknown instead, with a note appended to ``notes``.
+    """
     name = raw["File_name"].strip()
     m = _FILE_NAME.match(name)
     if m is None:
@@ -119,6 +129,9 @@ def _parse_row(line: int, raw: dict[str, str]) -> DLRow:
         try:
             return parse(text.strip())
         except ValueError as exc:
+            if column in _LESION_COLUMNS and notes is not None:
+                notes.append(f"column {column} = '{text}' is not {_EXPECTED.get(column, 'a number')} ({exc}); taken as unknown")
+                return None
             raise ValueError(f"column {column} = '{text}': {exc}") from None
 
     split_code = get("Train_Val_Test", lambda t: int(float(t)))
@@ -190,10 +203,15 @@ def read_dl_info(path: Path, report: Any) -> list[DLRow]:
         if "File_name" in missing:
             return rows
         for line, raw in enumerate(reader, start=2):
+            notes: list[str] = []
             try:
-                rows.append(_parse_row(line, raw))
+                row = _parse_row(line, raw, notes)
             except (ValueError, AttributeError) as exc:
                 report(path, f"line {line}: {exc}; row skipped")
+                continue
+            rows.append(row)
+            for note in notes:
+                report(path, f"line {line}: lesion {row.file_name}: {note}", scan_id=row.folder, severity="warning")
     return rows
 
 
@@ -282,8 +300,7 @@ class DeepLesionReader(DatasetReader):
             self._report(csv_path, f"{len(absent)} series listed here have no folder under Images_png ({shown}); "
                                    "they are skipped")
         for folder in sorted(set(on_disk) - set(by_folder)):
-            self._report(on_disk[folder], "series folder has no rows in DL_info.csv (no spacing or labels); skipped",
-                         scan_id=folder)
+            self._skip(folder, on_disk[folder], "series folder has no rows in DL_info.csv that could be read (no spacing or labels); skipped")
 
         records = []
         for folder in sorted(set(by_folder) & set(on_disk)):
@@ -295,7 +312,7 @@ class DeepLesionReader(DatasetReader):
     def _record(self, folder: str, path: Path, rows: list[DLRow], csv_path: Path) -> ScanRecord | None:
         numbers = sorted(int(m.group(1)) for e in os.scandir(path) if (m := _SLICE_FILE.match(e.name)))
         if not numbers:
-            self._report(path, "empty series folder: no NNN.png slices", scan_id=folder)
+            self._skip(folder, path, "empty series folder: no NNN.png slices", patient_id=f"{rows[0].patient_index:06d}")
             return None
         present = set(numbers)
         missing = sorted({k for r in rows if r.slice_range for k in range(r.slice_range[0], r.slice_range[1] + 1)}

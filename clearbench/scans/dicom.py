@@ -21,10 +21,7 @@ from clearbench.scans.base import ScanRecord
 from clearbench.scans.cohort import CohortReader
 from clearbench.scans.dicom_series import read_ct_series
 from clearbench.scans.scan import Scan
-
-
-def _has_files(folder: Path) -> bool:
-    return any(p.is_file() and not p.name.startswith(".") for p in folder.rglob("*"))
+from clearbench.scans.walk import has_files, subfolders
 
 
 class DicomCohortReader(CohortReader):
@@ -33,11 +30,11 @@ class DicomCohortReader(CohortReader):
 
     def _find_scans(self) -> dict[str, Path]:
         scans: dict[str, Path] = {}
-        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            if _has_files(folder):
+        for folder in subfolders(self.root, self.problems):
+            if has_files(folder):
                 scans[folder.name] = folder
             else:
-                self.problems.report(folder, "empty folder: no DICOM files; skipped", scan_id=folder.name)
+                self._skip(folder.name, folder, "empty folder: no DICOM files; skipped")
         return scans
 
     def load(self, record: ScanRecord) -> Scan:

@@ -13,6 +13,7 @@ make. The message tells them to put each series in its own folder.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from pydicom.errors import InvalidDicomError
 from clearbench.errors import InputError
 from clearbench.scans.problems import ProblemLog
 from clearbench.scans.scan import Scan
+from clearbench.scans.walk import files_under
 
 # Slices closer than this along the normal are at the same position.
 DUPLICATE_TOLERANCE_MM = 0.01
@@ -38,6 +40,10 @@ MAX_TILT_DEG = 30.0
 
 _INT16 = np.iinfo(np.int16)
 _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+# Files so named claim to be DICOM: when one is not, a slice is missing and the user must hear which file it is.
+DICOM_SUFFIXES = (".dcm", ".dicom", ".dic", ".ima")
+# "1-020 copy.dcm", "1-020 (1).dcm", "1-020 - Copy.dcm", "Copy of 1-020.dcm": names a file manager gives a copy.
+_COPY_NAME = re.compile(r"(\bcopy\b|\(\d+\)$)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -147,14 +153,22 @@ def _header_from(ds: Dataset, path: Path, pixels_read: bool) -> DicomHeader:
 
 
 def _read(path: Path, *, with_pixels: bool) -> tuple[DicomHeader, Dataset] | None:
-    """Parse one file; ``None`` for anything that is not DICOM (README files, thumbnails, DICOMDIR)."""
+    """Parse one file; ``None`` for anything that is not DICOM (README files, thumbnails, DICOMDIR).
+
+    A file named like DICOM (``.dcm``) that is not DICOM is an error naming it: a slice is probably missing.
+    Old exports without the 128-byte preamble and ``DICM`` prefix are still DICOM, and are read.
+    """
+    # Large elements (the pixel data) are read only when decoded, so headers of skipped files cost little.
+    options: dict[str, Any] = {"defer_size": "64 KB"} if with_pixels else {"stop_before_pixels": True}
     try:
-        if with_pixels:
-            # Large elements (the pixel data) are read only when decoded, so headers of skipped files cost little.
-            ds = pydicom.dcmread(path, defer_size="64 KB")
-        else:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, IsADirectoryError, PermissionError):
+        ds = pydicom.dcmread(path, **options)
+    except InvalidDicomError:
+        if path.suffix.lower() not in DICOM_SUFFIXES:
+            return None
+        ds = _read_without_preamble(path, options)
+        if ds is None:
+            raise InputError(path, "named like a DICOM file but is not one (no DICOM header or data set); skipped") from None
+    except (IsADirectoryError, PermissionError):
         return None
     except Exception as exc:  # noqa: BLE001 - a truncated file raises anything from EOFError to struct.error
         raise InputError(path, f"not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
@@ -166,17 +180,32 @@ def _read(path: Path, *, with_pixels: bool) -> tuple[DicomHeader, Dataset] | Non
     return _header_from(ds, path, with_pixels), ds
 
 
+def _read_without_preamble(path: Path, options: dict[str, Any]) -> Dataset | None:
+    """The data set of a DICOM file written without preamble, or ``None`` when the bytes are not DICOM at all."""
+    try:
+        ds = pydicom.dcmread(path, force=True, **options)
+        return ds if "SOPClassUID" in ds or "Modality" in ds else None
+    except Exception:  # noqa: BLE001 - forced parsing of arbitrary bytes fails in many ways
+        return None
+
+
 def read_header(path: str | Path) -> DicomHeader | None:
     """The geometry header of one file without its pixels, or ``None`` when the file is not DICOM."""
     parsed = _read(Path(path), with_pixels=False)
     return None if parsed is None else parsed[0]
 
 
-def dicom_files(folder: str | Path, recursive: bool = False) -> list[Path]:
-    """The candidate files of a folder in name order; hidden files are left out, extensions are not required."""
+def dicom_files(
+    folder: str | Path, recursive: bool = False, problems: ProblemLog | None = None, scan_id: str | None = None
+) -> list[Path]:
+    """The candidate files of a folder in name order; hidden files are left out, extensions are not required.
+
+    Recursively, links to folders are followed once and never in a loop (reported to ``problems``).
+    """
     folder = Path(folder)
-    pattern = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in pattern if p.is_file() and not p.name.startswith("."))
+    if recursive:
+        return files_under(folder, problems if problems is not None else ProblemLog(), scan_id)
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
 def probe_folder(folder: str | Path, max_headers: int = 5) -> tuple[DicomHeader | None, int]:
@@ -292,8 +321,15 @@ def _select(
     return slices
 
 
+def _canonical_first(s: _Slice) -> tuple[Any, ...]:
+    """Which of the slices at one position to keep: the lowest InstanceNumber, then a name that is not a copy's."""
+    stem = s.header.path.stem
+    return (s.header.instance_number is None, s.header.instance_number or 0, bool(_COPY_NAME.search(stem)), len(stem),
+            str(s.header.path))
+
+
 def _drop_duplicates(slices: list[_Slice], problems: ProblemLog, scan_id: str | None) -> list[_Slice]:
-    """Keep one slice per position (the lowest InstanceNumber); report the others.
+    """Keep one slice per position (the lowest InstanceNumber, the original's name over a copy's); report the others.
 
     A copy with identical pixels is harmless (a warning); different pixels at one position mean two
     acquisitions were merged, so the volume is ambiguous (an error, fatal under ``--strict``).
@@ -304,7 +340,7 @@ def _drop_duplicates(slices: list[_Slice], problems: ProblemLog, scan_id: str | 
     def flush() -> None:
         if not group:
             return
-        group.sort(key=lambda s: (s.header.instance_number is None, s.header.instance_number or 0, str(s.header.path)))
+        group.sort(key=_canonical_first)
         keep, extra = group[0], group[1:]
         kept.append(keep)
         for dup in extra:
@@ -416,7 +452,7 @@ def read_ct_series(
         where = Path(source)
         if not where.is_dir():
             raise InputError(where, "not a folder of DICOM files")
-        files = dicom_files(where, recursive=recursive)
+        files = dicom_files(where, recursive=recursive, problems=problems, scan_id=scan_id)
         if not files:
             raise InputError(
                 where, "empty folder: no files to read" + ("" if recursive else " (subfolders are not searched)")

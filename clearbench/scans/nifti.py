@@ -23,6 +23,7 @@ from clearbench.scans.base import ScanRecord
 from clearbench.scans.cohort import CohortReader
 from clearbench.scans.problems import ProblemLog
 from clearbench.scans.scan import Scan
+from clearbench.scans.walk import files_under
 
 _INT16 = np.iinfo(np.int16)
 # Voxels that are NaN (outside the field of view in some exports) become air.
@@ -123,9 +124,9 @@ class NiftiCohortReader(CohortReader):
 
     def _find_scans(self) -> dict[str, Path]:
         scans: dict[str, Path] = {}
-        for path in sorted(self.root.rglob("*")):
+        for path in files_under(self.root, self.problems):
             scan_id = nifti_scan_id(path)
-            if scan_id is None or not path.is_file() or path.name.startswith("."):
+            if scan_id is None:
                 continue
             if scan_id in scans:
                 self.problems.report(

@@ -214,10 +214,10 @@ class RadChestReader(DatasetReader):
             try:
                 shape, dtype = npz_header(path)
             except InputError as exc:
-                self._report(exc.path, exc.reason, scan_id=scan_id)
+                self._skip(scan_id, exc.path, exc.reason, patients.get(scan_id))
                 continue
             if len(shape) != 3:
-                self._report(path, f"'ct' has shape {shape}; a volume is [slices, rows, cols]", scan_id=scan_id)
+                self._skip(scan_id, path, f"'ct' has shape {shape}; a volume is [slices, rows, cols]", patients.get(scan_id))
                 continue
             row = labels.get(scan_id)
             if row is None:

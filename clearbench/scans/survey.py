@@ -57,11 +57,15 @@ class ScanSummary:
 def survey(reader: DatasetReader, limit: int | None = None) -> Iterator[ScanSummary]:
     """Load the dataset's scans one at a time (the first ``limit`` by scan id) and summarise each.
 
-    A scan that cannot be loaded is reported to ``reader.problems`` and still summarised, without geometry;
-    with a strict problem log the first error raises instead.
+    A scan that cannot be loaded is reported to ``reader.problems`` and still summarised, without geometry,
+    as is a scan the index found unusable; with a strict problem log the first error raises instead.
     """
-    records = reader.records()
-    for record in records if limit is None else records[:limit]:
+    unreadable = {r.scan_id for r in reader.unreadable()}
+    found = sorted([*reader.records(), *reader.unreadable()], key=lambda r: r.scan_id)
+    for record in found if limit is None else found[:limit]:
+        if record.scan_id in unreadable:
+            yield ScanSummary(record, None, reader.problems.for_scan(record.scan_id))
+            continue
         try:
             scan: Scan | None = reader.load(record)
         except InputError as exc:

@@ -9,6 +9,7 @@ scan's rows or none of them, and the next run skips what is there.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from clearbench.scans.windows import Window
 from clearbench.store import db as dbmod
 from clearbench.store.bags import Bags, group_bags
 from clearbench.store.schema import (
-    COLUMNS,
+    SOURCE_SIG,
     embedding_schema,
     is_embedding_schema,
     provenance_differences,
@@ -72,6 +73,7 @@ class ScanEmbeddings:
     slice_idx: np.ndarray
     z_mm: np.ndarray
     vectors: np.ndarray
+    source_sig: str | None = None
 
     @property
     def n_rows(self) -> int:
@@ -98,6 +100,14 @@ def check_vectors(scan_id: str, vectors: np.ndarray) -> None:
         )
 
 
+def cohort_signature(sources: dict[str, str | None]) -> str | None:
+    """One digest of the scan ids a table holds and their source signatures; ``None`` if any is unrecorded."""
+    if not sources or any(sig is None for sig in sources.values()):
+        return None
+    lines = "\n".join(f"{scan_id}\t{sources[scan_id]}" for scan_id in sorted(sources))
+    return hashlib.sha256(lines.encode()).hexdigest()[:16]
+
+
 def quote_list(values: Iterable[str]) -> str:
     """A SQL ``IN`` list of string literals."""
     return ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
@@ -120,6 +130,22 @@ class EmbeddingTable:
         pairs = cols.group_by(["scan_id", "window"]).aggregate([])
         return set(zip(pairs["scan_id"].to_pylist(), pairs["window"].to_pylist()))
 
+    def stored_sources(self) -> dict[str, str | None]:
+        """Each stored scan's source signature; ``None`` for rows written before signatures were recorded."""
+        with dbmod.storage_faults(self.store, self.name):
+            if SOURCE_SIG not in self.schema.names:
+                return dict.fromkeys(self.table.search().select(["scan_id"]).to_arrow()["scan_id"].unique().to_pylist())
+            rows = self.table.search().select(["scan_id", SOURCE_SIG]).to_arrow()
+        pairs = rows.group_by(["scan_id", SOURCE_SIG]).aggregate([])
+        return dict(zip(pairs["scan_id"].to_pylist(), pairs[SOURCE_SIG].to_pylist()))
+
+    def forget(self, scan_ids: Sequence[str]) -> None:
+        """Delete every row of these scans (their vectors were made from files that have since changed)."""
+        ids = sorted(set(scan_ids))
+        with dbmod.storage_faults(self.store, self.name):
+            for start in range(0, len(ids), 1000):
+                self.table.delete(f"scan_id IN ({quote_list(ids[start:start + 1000])})")
+
     def to_arrow(self, scans: Sequence[ScanEmbeddings]) -> pa.Table:
         """Checked rows of whole scans as one Arrow table in the table's schema."""
         for scan in scans:
@@ -138,9 +164,11 @@ class EmbeddingTable:
         flat = np.concatenate([s.vectors for s in scans]).astype(np.float16).reshape(-1)
         vector = pa.FixedSizeListArray.from_arrays(pa.array(flat), self.dim)
         key = pc.binary_join_element_wise(scan_id, window, pc.cast(slice_idx, pa.string()), "/")
-        return pa.Table.from_arrays([key, scan_id, patient, window, slice_idx, z_mm, vector], names=list(COLUMNS)).cast(
-            self.schema
-        )
+        source_sig = pa.array(np.repeat([s.source_sig for s in scans], n).astype(object), pa.string())
+        columns = {"key": key, "scan_id": scan_id, "patient_id": patient, "window": window, "slice_idx": slice_idx,
+                   "z_mm": z_mm, "vector": vector, SOURCE_SIG: source_sig}
+        # A table made before source signatures has no source_sig column: its rows are written without one.
+        return pa.Table.from_arrays([columns[n] for n in self.schema.names], names=self.schema.names).cast(self.schema)
 
     def write(self, scans: Sequence[ScanEmbeddings]) -> int:
         """Commit whole scans in one transaction; rows whose key is already stored are left as they are.
@@ -213,6 +241,7 @@ class EmbeddingStore:
             latest = versions[-1] if versions else {"version": tbl.version, "metadata": {}}
             indices = [index.name for index in tbl.list_indices()]
         windows = cols.group_by("window").aggregate([("scan_id", "count")])
+        provenance = schema_provenance(tbl.schema)
         return {
             "table": table,
             "path": str(self.path / f"{table}.lance"),
@@ -224,7 +253,8 @@ class EmbeddingStore:
             "versions": len(versions),
             "fragments": int(latest["metadata"].get("total_fragments", 0)),
             "indices": indices,
-            "provenance": schema_provenance(tbl.schema),
+            "provenance": provenance,
+            "cohort": {"root": provenance.get("dataset_root"), "signature": cohort_signature(EmbeddingTable(tbl, self.path).stored_sources())},
         }
 
     def scan_ids(self, table: str) -> list[str]:

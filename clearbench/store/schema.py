@@ -2,7 +2,9 @@
 
 One row per (scan, window, slice): ``key`` (``scan_id/window/slice_idx``, the unenforced primary key that
 makes concurrent writers unable to duplicate a row), ``scan_id``, ``patient_id``, ``window``,
-``slice_idx``, ``z_mm`` and ``vector`` as ``fixed_size_list<float16, D>``.
+``slice_idx``, ``z_mm``, ``vector`` as ``fixed_size_list<float16, D>`` and ``source_sig``, the scan's source
+signature (:mod:`clearbench.scans.signature`) when its rows were written. Tables made before clearbench
+recorded source signatures lack that column; they are read and appended to as they are.
 
 Provenance is JSON in the schema metadata, written once when the table is created: the encoder's own
 provenance (card, weights source and sha256, preprocessing hash), the dataset and its root, the dim, and
@@ -32,7 +34,7 @@ PRIMARY_KEY_META = {"lance-schema:unenforced-primary-key:position": "1"}
 VOLUME_WINDOW = "volume"
 VOLUME_SLICE_IDX = -1
 
-COLUMNS = ("key", "scan_id", "patient_id", "window", "slice_idx", "z_mm", "vector")
+SOURCE_SIG = "source_sig"
 
 # Provenance entries that may change without changing a single vector: a newer clearbench (what matters
 # of it is in the preprocessing hash), a dataset that moved, and the time of creation. Windows are checked
@@ -68,6 +70,7 @@ def embedding_schema(dim: int, provenance: dict[str, Any], windows: list[Window]
             pa.field("slice_idx", pa.int32(), nullable=False),
             pa.field("z_mm", pa.float64(), nullable=False),
             pa.field("vector", pa.list_(pa.float16(), dim), nullable=False),
+            pa.field(SOURCE_SIG, pa.string(), nullable=True),
         ],
         metadata={
             TABLE_KIND_KEY: TABLE_KIND,
