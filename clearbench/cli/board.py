@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from clearbench.cli.common import console, err_console
+from clearbench.cli.common import console, say
 
 
 def board(
@@ -28,11 +28,9 @@ def board(
         result = build(out, store=store, published=published, plots=plots, n_boot=bootstrap, root=root,
                        on_task=lambda task: status.update(f"building the board: {escape(task)}"))
     for task, n in result.rows.items():
-        err_console.print(f"{escape(task)}: {n} row(s)")
-    console.print(
-        f"wrote {escape(str(result.path))} ({result.size / 1024:.1f} KiB, {len(result.rows)} task(s)) "
-        f"and {len(result.plots)} attention plot(s) under {escape(str(out / 'plots'))}"
-    )
+        say("{}: {} row(s)", task, n, err=True)
+    say("wrote {} ({} KiB, {} task(s)) and {} attention plot(s) under {}",
+        result.path, f"{result.size / 1024:.1f}", len(result.rows), len(result.plots), out / "plots")
     if open_page:
         webbrowser.open(result.path.resolve().as_uri())
 
