@@ -1,5 +1,6 @@
 # Two entry points, both safe on a fresh machine: they create .venv when missing and install the project.
-#   make demo   the pipeline on a built-in synthetic cohort (core install)
+#   make demo   clearbench demo: pretrain, embed, evaluate and compare four encoders on a synthetic cohort
+#               (core install; DEMO_ARGS=--quick for the short version)
 #   make test   the test suite (core install plus the dev, merlin and sam2 extras; the example plugin goes into
 #               .venv/test-plugins, a folder only the tests put on the path, so a user's listings never show it);
 #               installs Debian's chromium for the browser test when it is absent and the user is root
@@ -37,8 +38,9 @@ $(PLUGIN): tests/plugin/pyproject.toml $(wildcard tests/plugin/clearbench_exampl
 	$(PY) -m pip install --quiet --no-deps --target $(TEST_PLUGINS) ./tests/plugin
 	touch $@
 
+# Everything the demo makes goes under DEMO_DIR, its CLEARBENCH_HOME included; a second run reuses it.
 demo: $(CORE)
-	CLEARBENCH_HOME=$(abspath $(DEMO_DIR))/home PATH=$(abspath $(VENV))/bin:$$PATH sh scripts/demo.sh $(abspath $(DEMO_DIR))
+	$(PY) -m clearbench demo --out $(DEMO_DIR) $(DEMO_ARGS)
 
 # Regenerates leaderboards/example/ (the committed example board) from a synthetic run in $(EXAMPLE_DIR).
 board-example: $(CORE)

@@ -35,6 +35,7 @@ _LAZY: dict[str, str] = {
     "get_task": "clearbench.tasks.registry",
     "list_tasks": "clearbench.tasks.registry",
     "pretrain": "clearbench.pretraining",
+    "run_demo": "clearbench.demo",
     "PretrainConfig": "clearbench.pretraining.config",
     "explain": "clearbench.explaining.api",
     "attention_hit_rate": "clearbench.explaining.api",

@@ -60,7 +60,8 @@ def plain_line(task: Task) -> str:
         parts.append(f"{task.completed:g}/{task.total:g} ({100 * task.completed / task.total:.0f}%)")
     else:
         parts.append(f"{task.completed:g}")
-    timing = f"{_clock(task.elapsed)} elapsed"
+    elapsed = task.finished_time if task.finished else task.elapsed  # a finished task's clock stops, as on the bar
+    timing = f"{_clock(elapsed)} elapsed"
     if not task.finished and task.time_remaining is not None:
         timing += f", ETA {_clock(task.time_remaining)}"
     parts.append(timing)

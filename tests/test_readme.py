@@ -46,9 +46,12 @@ def test_the_opening_commands_are_make_targets_and_ci_runs_the_tests() -> None:
     makefile = (REPO / "Makefile").read_text()
     for target in ("demo", "test"):
         assert re.search(rf"^{target}:", makefile, re.M), f"no `{target}` target in the Makefile"
-    # What `make test` would run, without running it: the suite, through pytest.
-    dry = subprocess.run(["make", "-n", "-C", str(REPO), "test"], capture_output=True, text=True, check=True).stdout
-    assert re.search(r"-m pytest\b", dry)
+    # What each target would run, without running it: the demo command, and the suite through pytest.
+    def dry(target: str) -> str:
+        return subprocess.run(["make", "-n", "-C", str(REPO), target], capture_output=True, text=True, check=True).stdout
+
+    assert re.search(r"-m clearbench demo\b", dry("demo"))
+    assert re.search(r"-m pytest\b", dry("test"))
     assert ["make", "test"] in [_command(line) for line in (REPO / ".ci" / "run").read_text().splitlines()]
 
 

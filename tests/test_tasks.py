@@ -148,7 +148,7 @@ def test_tasks_cli_lists_builtin_user_and_plugin_cards() -> None:
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     names = [r["name"] for r in rows]
-    assert names[:3] == ["task1", "task2", "task3"] and "mine" in names and "example-tiny" in names
+    assert names[:4] == ["task1", "task1-demo", "task2", "task3"] and "mine" in names and "example-tiny" in names
     table = runner.invoke(app, ["tasks"], env={"COLUMNS": "160"})
     assert table.exit_code == 0 and "holdout+kfold" in table.stdout and "plugin" in table.stdout
 

@@ -6,8 +6,9 @@ checkpoint loadable as an encoder with no conversion: the module pretraining tra
 by construction.
 
 Variants are the family's parameters under a name. ``micro`` is a few-thousand-parameter configuration of
-each architecture for tests and smoke runs on a CPU; the other names are the published sizes (``tiny`` keeps
-its published meaning for MambaOut: the 26M-parameter model).
+each architecture for tests and smoke runs on a CPU; MambaOut's ``nano`` (about 0.3M parameters, 96-d) is
+small enough to pretrain in minutes on a laptop CPU, which ``clearbench demo`` does; the other names are the
+published sizes (``tiny`` keeps its published meaning for MambaOut: the 26M-parameter model).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ _MAMBAOUT = {
     "small": {"depths": [3, 4, 27, 3], "dims": [96, 192, 384, 576]},
     "base": {"depths": [3, 4, 27, 3], "dims": [128, 256, 512, 768]},
     "micro": {"depths": [1, 1, 1, 1], "dims": [8, 16, 24, 32]},
+    "nano": {"depths": [1, 1, 3, 1], "dims": [16, 32, 64, 96]},
 }
 _VMAMBA = {
     # VSSM()'s defaults, which CLEAR trained (768-d).

@@ -38,7 +38,8 @@ def builtin_card_dir() -> Path:
 
 
 def _card_files(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.toml")) if folder.is_dir() else []
+    """The card files of ``folder`` by name, a name before its variants (``task1``, ``task1-demo``, ``task2``)."""
+    return sorted(folder.glob("*.toml"), key=lambda p: p.stem) if folder.is_dir() else []
 
 
 def _from_entry_point(name: str, value: str, loaded: Any) -> TaskCard:

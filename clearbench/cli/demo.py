@@ -1,0 +1,68 @@
+"""``clearbench demo``: the whole recipe on a synthetic cohort, with the leaderboard, plots and next steps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from clearbench.cli.common import console, err_console
+
+
+def _say(line: str) -> None:
+    console.print(escape(line), highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def _run_progress() -> Iterator[object]:
+    from clearbench.cli.run import RichRunProgress
+    from clearbench.progress import LoggedProgress
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[info]}"))
+    with LoggedProgress(*columns, console=err_console) as progress:
+        yield RichRunProgress(progress)
+
+
+def demo(
+    out: Path = typer.Option(Path(".demo"), "--out", "-o", help="Folder for everything the demo makes (its own CLEARBENCH_HOME is OUT/home)."),
+    quick: bool = typer.Option(False, "--quick", help="Smaller pretraining and training: about 2 minutes on two CPU cores instead of about 10."),
+) -> None:
+    """Pretrain, embed, evaluate and compare four encoders on a synthetic DeepLesion cohort, end to end.
+
+    MoCo and LECL-0 MambaOuts pretrained here, the same MambaOut at random init and hu-hist are run on task 1
+    (the demo card task1-demo) over the same test patients; the leaderboard, attention plots and the next
+    commands to try on real data are printed at the end. Run it again and it reuses what it made.
+    """
+    from clearbench.demo import TASK, describe_outputs, next_commands, run_demo
+    from clearbench.leaderboards.render import to_rich
+
+    result = run_demo(out, quick=quick, say=_say, run_progress=_run_progress)
+    console.print()
+    table = to_rich(result.leaderboard, compact=True)
+    if console.is_terminal:
+        console.print(table)
+    else:  # a log's console is 80 columns wide, which would cut the table's numbers
+        Console(file=console.file, width=160, highlight=False, color_system=None).print(table)
+    console.print(f"[bold]verdict[/] {escape(result.verdict)}", soft_wrap=True)
+
+    where = Table(title="[bold]where everything is[/]", title_justify="left", show_header=False, box=None)
+    for what, path in describe_outputs(result):
+        where.add_row(what, escape(str(path)))
+    console.print(where)
+
+    steps = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in result.seconds.items())
+    console.print(f"{result.size.name} demo in {sum(result.seconds.values()):.0f} s ({steps})", highlight=False)
+    console.print(f"\n[bold]next[/] (the demo's task {TASK} has a recipe for ~100 scans; use task1 on real data)")
+    for what, command in next_commands(result):
+        console.print(f"  [dim]# {escape(what)}[/]\n  {escape(command)}", soft_wrap=True, highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
