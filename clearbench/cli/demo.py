@@ -8,15 +8,14 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from clearbench.cli.common import console, err_console
+from clearbench.cli.common import console, err_console, esc, say
 
 
 def _say(line: str) -> None:
-    console.print(escape(line), highlight=False, soft_wrap=True)
+    say("{}", line)
 
 
 @contextmanager
@@ -50,18 +49,18 @@ def demo(
         console.print(table)
     else:  # a log's console is 80 columns wide, which would cut the table's numbers
         Console(file=console.file, width=160, highlight=False, color_system=None).print(table)
-    console.print(f"[bold]verdict[/] {escape(result.verdict)}", soft_wrap=True)
+    say("[bold]verdict[/] {}", result.verdict)
 
     where = Table(title="[bold]where everything is[/]", title_justify="left", show_header=False, box=None)
     for what, path in describe_outputs(result):
-        where.add_row(what, escape(str(path)))
+        where.add_row(what, esc(path))
     console.print(where)
 
     steps = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in result.seconds.items())
-    console.print(f"{result.size.name} demo in {sum(result.seconds.values()):.0f} s ({steps})", highlight=False)
-    console.print(f"\n[bold]next[/] (the demo's task {TASK} has a recipe for ~100 scans; use task1 on real data)")
+    say("{} demo in {} s ({})", result.size.name, f"{sum(result.seconds.values()):.0f}", steps)
+    say("\n[bold]next[/] (the demo's task {} has a recipe for ~100 scans; use task1 on real data)", TASK)
     for what, command in next_commands(result):
-        console.print(f"  [dim]# {escape(what)}[/]\n  {escape(command)}", soft_wrap=True, highlight=False)
+        say("  [dim]# {}[/]\n  {}", what, command)
 
 
 def register(app: typer.Typer) -> None:
