@@ -14,6 +14,10 @@ from clearbench.cli.common import command_problems, console, err_console, esc, m
 from clearbench.errors import ClearbenchError
 from clearbench.progress import LoggedProgress
 
+# Measured with benchmarks/bench_mil_sanity.py-sized heads on task 1 (see README, "Training recipe"): one
+# torch thread per run was fastest; more threads spend more on synchronisation than the small GEMMs save.
+DEFAULT_THREADS = 1
+
 if TYPE_CHECKING:
     from clearbench.mil.train import EpochInfo
     from clearbench.protocols.metrics import FoldScores, Summary
@@ -87,10 +91,30 @@ def split_notes(split: "StoredSplit") -> list[str]:
     return []
 
 
+def recipe_line(r: "EncoderRun") -> str:
+    """The recipe a run trained with, overrides marked with ``*`` (plain text: escape before rendering)."""
+    t = r.training
+    if not t:
+        return ""
+    names = {"lr": "lr", "batch_size": "batch", "max_epochs": "epochs", "patience": "patience", "standardize": "standardize", "min_steps": "min steps"}
+    parts = [f"{label} {t[k]}{'*' if k in r.overrides else ''}" for k, label in names.items() if k in t]
+    extra = [f"{k} {v}*" for k, v in r.overrides.items() if k not in names]
+    return "recipe: " + ", ".join(parts + extra) + f"; threads {r.threads}" + ("  (* = command-line override)" if r.overrides else "")
+
+
+def macro_name(r: "EncoderRun") -> str:
+    """``macro (5/8 labels)``: how many labels the macro average covers (a range when folds differ)."""
+    low, high = r.macro_labels()
+    covered = str(low) if low == high else f"{low}-{high}"
+    return f"macro ({covered}/{len(r.labels)} labels)"
+
+
 def summary_table(r: "EncoderRun") -> Table:
     """Rows are labels and the macro average; cells are mean ± std over folds in percent, like the paper.
 
-    The columns are the metrics the task card asks for (all three are computed and stored regardless).
+    The columns are the metrics the task card asks for (all three are computed and stored regardless). The
+    macro row says how many labels it averages: a label with one class in a test set has no AUC and is left
+    out of that fold's macro average.
     """
     from clearbench.protocols.metrics import MACRO
 
@@ -106,7 +130,8 @@ def summary_table(r: "EncoderRun") -> Table:
         table.add_column(m.upper(), justify="right")
     for name in [*r.labels, MACRO]:
         cells = [_cell(r.summary[m][name], len(r.folds)) for m in r.metrics]
-        table.add_row(f"[bold]{esc(name)}[/]" if name == MACRO else esc(name), *cells, end_section=name == r.labels[-1])
+        shown = f"[bold]{esc(macro_name(r))}[/]" if name == MACRO else esc(name)
+        table.add_row(shown, *cells, end_section=name == r.labels[-1])
     return table
 
 
@@ -118,10 +143,25 @@ def run(
     root: Optional[Path] = typer.Option(None, "--root", help="Dataset root for the labels (default: config.toml, else the root used at embed time)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for the splits and training (default: the task card's)."),
     rerun: bool = typer.Option(False, "--rerun", help="Retrain every fold, even those finished under the same configuration."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Maximum epochs (default: the task card's, 32)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Maximum epochs (default: the task card's, 32 as in the paper)."),
+    lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="AdamW learning rate (default: the task card's, 1e-4 as in the paper)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Training batch in bags (default: the task card's, 128 as in the paper)."),
+    patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Epochs without a lower validation loss before stopping (default: the card's, 8)."),
+    standardize: Optional[bool] = typer.Option(
+        None, "--standardize/--no-standardize", help="Z-score features with the training fold's statistics (default: the card's, on; the paper: off)."
+    ),
+    min_steps: Optional[int] = typer.Option(
+        None, "--min-steps", min=0, help="Shrink the batch of a small cohort until a fold gets this many optimizer steps (default: the card's, 512; the paper: 0)."
+    ),
+    paper_recipe: bool = typer.Option(
+        False, "--paper-recipe", help="Train exactly as the paper: lr 1e-4, batch 128, 32 epochs, patience 8, raw features, no minimum steps (other flags still apply on top)."
+    ),
+    min_test_patients: Optional[int] = typer.Option(
+        None, "--min-test-patients", min=1, help="Accept test sets of at least this many patients (default: the card's, 10)."
+    ),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N, or auto."),
     threads: Optional[int] = typer.Option(
-        None, "--threads", min=1, help="CPU threads for training (default: torch's); 1 is fastest on a busy machine."
+        None, "--threads", min=1, help=f"CPU threads for training (default: {DEFAULT_THREADS}, measured fastest for these small heads; part of the configuration)."
     ),
     store: Optional[Path] = typer.Option(None, "--store", help="The LanceDB store (default: CLEARBENCH_HOME/store)."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad input instead of reporting it and going on."),
@@ -132,10 +172,21 @@ def run(
     """Train and evaluate TASK on stored embeddings; results go to the store, a summary to the terminal."""
     from clearbench.protocols.run import exclusion_lines, group_exclusions, run_task
 
-    if threads is not None:
-        import torch
+    import torch
 
-        torch.set_num_threads(threads)
+    from clearbench.tasks.card import PAPER_TRAINING
+
+    torch.set_num_threads(threads or DEFAULT_THREADS)
+    if threads is None:
+        err_console.print(
+            f"threads: {DEFAULT_THREADS} (the default: one thread trained these heads fastest when measured; pass --threads N to change)",
+            soft_wrap=True,
+            highlight=False,
+        )
+    recipe = dict(PAPER_TRAINING) if paper_recipe else {}
+    given = {"lr": lr, "batch_size": batch_size, "patience": patience, "standardize": standardize, "min_steps": min_steps}
+    recipe.update({k: v for k, v in given.items() if v is not None})
+
     problems = command_problems(strict)
     columns = (
         TextColumn("{task.description}"),
@@ -158,6 +209,8 @@ def run(
             problems=problems,
             resplit=resplit,
             keep_split=keep_split,
+            training=recipe,
+            min_test_patients=min_test_patients,
         )
     if not results:
         raise ClearbenchError(
@@ -184,10 +237,17 @@ def run(
                     "split_id": r.split_id,
                     "n_missing": len(r.missing),
                     "missing": r.missing,
+                    "training": r.training,
+                    "overrides": r.overrides,
+                    "threads": r.threads,
+                    "warnings": r.warnings,
+                    "macro_labels": dict(zip(("min", "max"), r.macro_labels()), of=len(r.labels)),
                     "summary": r.summary_dict(),
                 }
             )
             continue
+        for line in r.warnings:
+            say("[yellow]warning:[/] {}", line, err=True)
         for line in exclusion_lines(r.excluded):
             if line not in noted:
                 noted.add(line)

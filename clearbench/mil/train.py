@@ -9,6 +9,7 @@ the model once and keeps training it across folds. Only the validation bags reac
 from __future__ import annotations
 
 import copy
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,9 @@ class TrainConfig:
     """The paper's downstream recipe (section 4.3): AdamW, lr 1e-4, batch 128, 32 epochs, patience 8.
 
     ``loss`` is ``bce`` for multi-label tasks (one logit per label) and ``ce`` for a binary task
-    trained as two-class cross-entropy (two logits; the positive class is index 1).
+    trained as two-class cross-entropy (two logits; the positive class is index 1). ``standardize``
+    z-scores every feature with the training bags' statistics (see :class:`Standardized`); the paper
+    feeds raw features, so its recipe leaves it off.
     """
 
     loss: LossKind = "bce"
@@ -38,10 +41,30 @@ class TrainConfig:
     batch_size: int = 128
     max_epochs: int = 32
     patience: int = 8
+    standardize: bool = False
+    min_steps: int = 0
     device: str = "cpu"
 
     def n_out(self, n_labels: int) -> int:
         return 2 if self.loss == "ce" else n_labels
+
+    def batch_size_for(self, n_train: int) -> int:
+        """The batch a fold of ``n_train`` training bags trains with.
+
+        ``batch_size``, unless ``max_epochs`` epochs of it would give fewer than ``min_steps`` optimizer
+        steps: then the largest batch that gives ``ceil(min_steps / max_epochs)`` steps per epoch. The
+        paper's batch of 128 gives a cohort of 96 training bags one step per epoch, 32 in all, too few
+        for the head to learn; a large cohort keeps the paper's batch.
+        """
+        if self.min_steps <= 0 or n_train <= 0 or self.planned_steps(n_train, self.batch_size) >= self.min_steps:
+            return self.batch_size
+        per_epoch = math.ceil(self.min_steps / self.max_epochs)
+        return max(1, min(self.batch_size, n_train // per_epoch))
+
+    def planned_steps(self, n_train: int, batch_size: int | None = None) -> int:
+        """Optimizer steps of a fold that trains every epoch (early stopping may stop it sooner)."""
+        b = self.batch_size_for(n_train) if batch_size is None else batch_size
+        return math.ceil(n_train / b) * self.max_epochs if n_train else 0
 
 
 @dataclass
@@ -62,6 +85,8 @@ class TrainResult:
     best_val_loss: float
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
+    batch_size: int = 0
+    steps: int = 0
 
     @property
     def epochs_run(self) -> int:
@@ -86,6 +111,40 @@ class Predictions:
         if self.attention is None:
             return None
         return self.attention[self.offsets[i] : self.offsets[i + 1]]
+
+
+def feature_stats(bags: BagSet) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature mean and standard deviation over every instance of ``bags``.
+
+    :func:`fit` calls this on the training bags only, so validation and test data never shape the scaling.
+    A constant feature gets std 1 (it becomes 0 rather than NaN).
+    """
+    x = bags.features.double()
+    mean = x.mean(dim=0)
+    std = x.std(dim=0, correction=0) if len(x) > 1 else torch.ones_like(mean)
+    std = torch.where(std > 1e-12, std, torch.ones_like(std))
+    return mean.float(), std.float()
+
+
+class Standardized(nn.Module):
+    """A head behind a fixed z-score of its input features: ``(x - mean) / std``, padding left at zero.
+
+    Encoders give features whose spread differs by orders of magnitude (hu-hist's histogram counts and
+    moments by about 4,000x); a head with one learning rate for all of them learns the wide ones only.
+    ``mean`` and ``std`` are buffers, so they are part of the state dict a fold's predictions come from.
+    """
+
+    def __init__(self, head: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.head = head
+        self.register_buffer("mean", mean.clone())
+        self.register_buffer("std", std.clone())
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        z = (x - self.mean) / self.std
+        if x.dim() == 3 and mask is not None:
+            z = z.masked_fill(~mask.unsqueeze(-1), 0.0)
+        return self.head(z, mask)
 
 
 def seed_everything(seed: int) -> None:
@@ -189,23 +248,27 @@ def fit(
         raise ValueError(f"fit needs non-empty train and validation sets, got {len(train)} and {len(val)} bags")
     seed_everything(seed)
     device = torch.device(cfg.device)
-    model = make_model().to(device)
+    model = make_model()
+    if cfg.standardize:
+        model = Standardized(model, *feature_stats(train))
+    model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     train, val = train.to(device), val.to(device)
     generator = torch.Generator().manual_seed(seed)
     lengths = train.lengths.cpu()
     stopper = EarlyStopping(cfg.patience)
-    result = TrainResult(model=model, best_epoch=-1, best_val_loss=float("inf"))
+    result = TrainResult(model=model, best_epoch=-1, best_val_loss=float("inf"), batch_size=cfg.batch_size_for(len(train)))
     for epoch in range(cfg.max_epochs):
         model.train()
         total = torch.zeros((), device=device)
-        for index in bucketed_batches(lengths, cfg.batch_size, generator):
+        for index in bucketed_batches(lengths, result.batch_size, generator):
             batch = make_batch(train, index.to(device))
             logits, _ = model(batch.x, batch.mask)
             loss = loss_fn(logits, batch.y, cfg.loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            result.steps += 1
             total += loss.detach() * len(index)
         result.train_loss.append(float(total) / len(train))
         val_loss = evaluate_loss(model, val, cfg)

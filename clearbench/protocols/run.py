@@ -16,8 +16,8 @@ import hashlib
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,7 +29,7 @@ from clearbench import __version__
 from clearbench.config import dataset_roots
 from clearbench.errors import ClearbenchError
 from clearbench.mil.data import BagSet
-from clearbench.mil.train import EpochInfo
+from clearbench.mil.train import EpochInfo, Standardized, TrainConfig
 from clearbench.protocols.cv import FoldResult, run_fold
 from clearbench.protocols.metrics import MACRO, METRICS, FoldScores, Summary, summarise
 from clearbench.protocols.splits import Fold, need_patients
@@ -39,10 +39,12 @@ from clearbench.scans.registry import open_dataset
 from clearbench.store import EmbeddingStore
 from clearbench.store.bags import Bags
 from clearbench.store.results import ResultsStore, now
-from clearbench.tasks.card import TaskCard
+from clearbench.tasks.card import TaskCard, TrainingSpec
 from clearbench.tasks.labels import Exclusion, TaskLabels, task_labels
 from clearbench.tasks.registry import get_task
 
+# A fold with fewer optimizer steps than this in all is warned about; the hint names a --min-steps that trains.
+MIN_STEPS_WARNING = 10
 # Provenance entries that do not change a single vector, left out of the configuration hash.
 _VOLATILE_PROVENANCE = frozenset({"created", "dataset_root"})
 
@@ -94,6 +96,19 @@ class EncoderRun:
     @property
     def split_id(self) -> str | None:
         return self.split.split_id if self.split is not None else None
+    training: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    threads: int = 1
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def split_id(self) -> str | None:
+        return self.split.split_id if self.split is not None else None
+
+    def macro_labels(self) -> tuple[int, int]:
+        """The fewest and most labels any fold's macro average covers (labels with both classes in its test set)."""
+        counts = [len(f.labels) - len(f.undefined_labels()) for f in self.folds] or [0]
+        return min(counts), max(counts)
 
     def summary_dict(self) -> dict[str, dict[str, dict[str, float | int | None]]]:
         return {
@@ -176,12 +191,16 @@ def run_config(
     bags: BagSet,
     folds: Sequence[Fold] = (),
     split_id: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Everything that determines a run's numbers, as plain data; its hash keys reusable folds.
 
     The data enter by content: the vectors themselves (a table re-embedded in place keeps its scans, slice
     counts and provenance, but not its vectors), the stored split the folds come from, and the folds as
-    placed on this encoder's scans.
+    placed on this encoder's scans. The training recipe enters with the command line's overrides applied,
+    and the overrides are listed as well. The CPU thread count enters too: torch splits its reductions by
+    thread, so two thread counts give results that differ in the last bits.
     """
     head = card.head_for(enc.kind)
     return {
@@ -196,6 +215,8 @@ def run_config(
         "vectors": hashlib.sha256(np.ascontiguousarray(bags.features.cpu().numpy())).hexdigest(),
         "folds": _hash([[f.train.tolist(), f.val.tolist(), f.test.tolist()] for f in folds]),
         "split_id": split_id,
+        "overrides": dict(overrides or {}),
+        "threads": torch.get_num_threads() if threads is None else threads,
         "clearbench_version": __version__,
     }
 
@@ -231,6 +252,46 @@ def _metric_rows(common: dict[str, Any], split: str, scores: FoldScores, thresho
                 }
             )
     return rows
+
+
+def fold_training_state(r: FoldResult) -> dict[str, Any]:
+    """What a fold trained with beyond the config: its batch (``min_steps`` may shrink it), its optimizer
+    steps, and the training bags' feature mean and std when it standardised (so its predictions can be
+    reproduced from the stored vectors)."""
+    state: dict[str, Any] = {"batch_size": r.train.batch_size, "steps": r.train.steps}
+    model = r.train.model
+    if isinstance(model, Standardized):
+        state["feature_mean"] = model.mean.cpu().tolist()
+        state["feature_std"] = model.std.cpu().tolist()
+    return state
+
+
+def few_steps_warnings(card: TaskCard, encoder: str, cfg: TrainConfig, folds: Sequence[Fold], minimum: int = MIN_STEPS_WARNING) -> list[str]:
+    """One line per fold whose whole training budget is fewer than ``minimum`` optimizer steps."""
+    lines = []
+    for fold in folds:
+        n = len(fold.train)
+        steps = cfg.planned_steps(n)
+        if steps < minimum:
+            lines.append(
+                f"{card.name} · {encoder} fold {fold.index}: only {steps} optimizer steps in all ({n} training bags, "
+                f"batch {cfg.batch_size_for(n)}, {cfg.max_epochs} epochs), too few for the head to learn; "
+                f"raise --epochs, lower --batch-size, or pass --min-steps {TrainingSpec().min_steps}"
+            )
+    return lines
+
+
+def check_test_size(card: TaskCard, encoder: str, bags: BagSet, folds: Sequence[Fold]) -> None:
+    """Refuse a protocol whose test set (of any fold) has fewer patients than the card's minimum."""
+    minimum = card.min_test_patients
+    for fold in folds:
+        n = len({bags.patient_ids[i] for i in fold.test})
+        if n < minimum:
+            raise ClearbenchError(
+                f"task {card.name} on {encoder}: the test set of fold {fold.index} has {n} patient{'s' if n != 1 else ''}, "
+                f"fewer than the task's minimum of {minimum} (min_test_patients in the card); its AUC would move by "
+                f"whole tenths with one patient. Embed more scans, or pass --min-test-patients {max(n, 1)} to accept it"
+            )
 
 
 def _store_fold(results: ResultsStore, common: dict[str, Any], bags: BagSet, raw: Bags, r: FoldResult) -> None:
@@ -275,6 +336,7 @@ def _store_fold(results: ResultsStore, common: dict[str, Any], bags: BagSet, raw
         "thresholds": r.thresholds.tolist(),
         "thresholds_defaulted": r.thresholds_defaulted.tolist(),
         "seconds": r.seconds,
+        "training": json.dumps(fold_training_state(r)),
     }
     metric_rows = _metric_rows(common, "val", r.val_scores, r.thresholds) + _metric_rows(
         common, "test", r.test_scores, r.thresholds
@@ -316,9 +378,15 @@ def run_encoder(
     epochs: int | None = None,
     device: str = "cpu",
     progress: RunProgress | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> EncoderRun:
     """Run ``card``'s protocol on one encoder's embeddings, on the task's stored ``split``, and commit
-    every fold as it finishes."""
+    every fold as it finishes.
+
+    ``card`` carries the recipe to train with (its training and minimum test set with any override
+    applied); ``overrides`` lists what the command line changed, which the configuration records beside it.
+    """
+    card = card.with_training(max_epochs=epochs)
     volume = enc.kind == "volume"
     in_split = set(split.patient_of)
     raw = emb.bags(
@@ -336,8 +404,10 @@ def run_encoder(
         )
     bags = _bagset(raw, labels)
     folds = _split_folds(card, enc, split, bags)
+    check_test_size(card, enc.encoder, bags, folds)
 
-    config = run_config(card, enc, seed, epochs, bags, folds, split.split_id)
+    threads = torch.get_num_threads()
+    config = run_config(card, enc, seed, epochs, bags, folds, split.split_id, overrides, threads)
     config_hash = _hash(config)
     if rerun:
         results.delete_config(config_hash)
@@ -370,7 +440,8 @@ def run_encoder(
                 "missing": json.dumps(missing),
             }
         )
-    cfg = card.train_config(epochs=epochs, device=device)
+    cfg = card.train_config(device=device)
+    warnings = few_steps_warnings(card, enc.encoder, cfg, [f for f in folds if f.index not in finished])
     if progress is not None:
         progress.encoder_started(card.name, enc.encoder, len(folds), reused, cfg.max_epochs)
     stored_rows = results.metrics(config_hash, split="test").to_pylist() if reused else []
@@ -410,6 +481,10 @@ def run_encoder(
         excluded=excluded,
         split=split,
         missing=missing,
+        training=config["training"],
+        overrides=dict(overrides or {}),
+        threads=threads,
+        warnings=warnings,
     )
     if previous is None:
         results.finish_run(run_id, "complete", out.summary_dict(), reused)
@@ -469,8 +544,14 @@ def run_task(
     problems: ProblemLog | None = None,
     resplit: bool = False,
     keep_split: bool = False,
+    training: Mapping[str, Any] | None = None,
+    min_test_patients: int | None = None,
 ) -> list[EncoderRun]:
     """Train and evaluate ``task`` on every encoder with embeddings of its dataset (or on ``encoders``).
+
+    ``training`` overrides fields of the card's recipe (``lr``, ``batch_size``, ``max_epochs``,
+    ``patience``, ``standardize``, ``min_steps``, ``weight_decay``; ``None`` values keep the card's), as
+    ``epochs`` does ``max_epochs``; ``min_test_patients`` overrides the card's minimum test set.
 
     Labels come from the dataset reader at ``root`` (else config.toml, else the root recorded when the
     embeddings were made). The folds come from the task's stored split for that cohort, drawn and stored
@@ -481,6 +562,12 @@ def run_task(
     the other encoders still run.
     """
     card = task if isinstance(task, TaskCard) else get_task(task)
+    overrides = {k: v for k, v in (training or {}).items() if v is not None}
+    if epochs is not None:
+        overrides["max_epochs"] = epochs
+    if min_test_patients is not None:
+        card = replace(card, min_test_patients=min_test_patients)
+    card = card.with_training(**overrides)
     emb = EmbeddingStore(store)
     tables = encoder_tables(emb, card.dataset, encoders)
     labels = cohort_labels(card, root, tables, problems)
@@ -493,7 +580,8 @@ def run_task(
         try:
             done.append(
                 run_encoder(
-                    card, enc, labels, emb, results, split=split, seed=run_seed, rerun=rerun, epochs=epochs, device=device, progress=progress
+                    card, enc, labels, emb, results, split=split, seed=run_seed, rerun=rerun, device=device, progress=progress,
+                    overrides=overrides,
                 )
             )
         except ClearbenchError as exc:

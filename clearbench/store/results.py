@@ -16,7 +16,9 @@ the same configuration finds the folds it already finished, and nothing else:
   a repeated run never shows up as a second one. Rows written before ``split_id`` existed read as null
   there (the table gains the new columns on first write).
 - ``run_folds``: one row per finished fold, written *last*: it is the fold's commit marker. Holds the
-  scans of each role, the training curve, the best epoch and the F1 thresholds chosen on validation.
+  scans of each role, the training curve, the best epoch, the F1 thresholds chosen on validation, and
+  ``training`` (JSON): the batch the fold trained with, its optimizer steps, and, when it standardised its
+  features, the training bags' per-feature mean and std.
 - ``run_metrics``: long format, one row per (fold, evaluation set, label or ``macro``, metric);
   ``value`` is null where the metric is undefined (one class only in that set).
 - ``run_predictions``: one row per (fold, role, scan): labels, probabilities, thresholded predictions,
@@ -99,6 +101,7 @@ FOLDS_SCHEMA = pa.schema(
         pa.field("thresholds_defaulted", pa.list_(pa.bool_())),
         pa.field("seconds", pa.float64()),
         pa.field("finished_at", _TS),
+        pa.field("training", pa.string()),
     ]
 )
 
