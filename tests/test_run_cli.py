@@ -29,6 +29,7 @@ from clearbench.scans.registry import open_dataset
 from clearbench.scans.synth.nsclc import write_cohort
 from clearbench.scans.windows import get_window
 from clearbench.store import EmbeddingStore, ScanEmbeddings, connect
+from clearbench.store.db import table_names
 from clearbench.store.results import ResultsStore
 
 
@@ -87,7 +88,7 @@ def test_task3_end_to_end_through_the_cli(tmp_path: Path, nsclc_root: Path) -> N
     write_table(store, nsclc_root, "toy-slice")
     write_table(store, nsclc_root, "toy-volume", kind="volume")
     result = CliRunner().invoke(
-        app, ["run", "task3", "--epochs", "3", "--store", str(store), "--root", str(nsclc_root)], env={"COLUMNS": "120"}
+        app, ["run", "task3", "--min-test-patients", "2", "--epochs", "3", "--store", str(store), "--root", str(nsclc_root)], env={"COLUMNS": "120"}
     )
     assert result.exit_code == 0, result.output
     assert "task3 · toy-slice" in result.stdout and "task3 · toy-volume" in result.stdout
@@ -128,14 +129,14 @@ def test_task3_end_to_end_through_the_cli(tmp_path: Path, nsclc_root: Path) -> N
 def test_rerun_reuses_finished_folds_unless_told_and_gives_identical_numbers(tmp_path: Path, nsclc_root: Path) -> None:
     store = tmp_path / "store"
     write_table(store, nsclc_root, "toy-slice")
-    first = run_task("task3", root=nsclc_root, store=store, epochs=2, device="cpu")[0]
-    again = run_task("task3", root=nsclc_root, store=store, epochs=2, device="cpu")[0]
+    first = run_task("task3", min_test_patients=2, root=nsclc_root, store=store, epochs=2, device="cpu")[0]
+    again = run_task("task3", min_test_patients=2, root=nsclc_root, store=store, epochs=2, device="cpu")[0]
     assert first.reused == [] and again.reused == [0, 1, 2, 3, 4]
     assert again.config_hash == first.config_hash and again.summary_dict() == first.summary_dict()
-    fresh = run_task("task3", root=nsclc_root, store=store, epochs=2, device="cpu", rerun=True)[0]
+    fresh = run_task("task3", min_test_patients=2, root=nsclc_root, store=store, epochs=2, device="cpu", rerun=True)[0]
     assert fresh.reused == [] and fresh.summary_dict() == first.summary_dict()
     assert len(_table(store, "run_folds")) == 5
-    other = run_task("task3", root=nsclc_root, store=store, epochs=2, device="cpu", seed=1)[0]
+    other = run_task("task3", min_test_patients=2, root=nsclc_root, store=store, epochs=2, device="cpu", seed=1)[0]
     assert other.config_hash != first.config_hash and other.reused == []
 
 
@@ -144,9 +145,9 @@ def test_changed_vectors_or_splits_never_reuse_stale_folds(tmp_path: Path, nsclc
     comes out differently (another sklearn, another official split) must retrain, not reuse old folds."""
     store = tmp_path / "store"
     write_table(store, nsclc_root, "toy-slice")
-    first = run_task("task3", root=nsclc_root, store=store, epochs=1, device="cpu")[0]
+    first = run_task("task3", min_test_patients=2, root=nsclc_root, store=store, epochs=1, device="cpu")[0]
     write_table(store, nsclc_root, "toy-slice", scale=2.0, overwrite=True)
-    changed = run_task("task3", root=nsclc_root, store=store, epochs=1, device="cpu")[0]
+    changed = run_task("task3", min_test_patients=2, root=nsclc_root, store=store, epochs=1, device="cpu")[0]
     assert changed.reused == [] and changed.config_hash != first.config_hash
 
     # Folds are drawn once per cohort and stored; a redraw (--resplit) that comes out differently is a
@@ -158,7 +159,7 @@ def test_changed_vectors_or_splits_never_reuse_stale_folds(tmp_path: Path, nsclc
         return [replace(folds[0], test=folds[1].test, train=folds[1].train, val=folds[1].val), *folds[1:]]
 
     monkeypatch.setattr(stored_split, "make_folds", swapped)
-    resplit = run_task("task3", root=nsclc_root, store=store, epochs=1, device="cpu", resplit=True)[0]
+    resplit = run_task("task3", min_test_patients=2, root=nsclc_root, store=store, epochs=1, device="cpu", resplit=True)[0]
     assert resplit.reused == [] and resplit.config_hash != changed.config_hash
     assert resplit.split_id != changed.split_id and resplit.split.choice == "resplit"
 
@@ -176,14 +177,14 @@ def test_killed_run_keeps_committed_folds_and_redoes_the_interrupted_one(tmp_pat
 
     monkeypatch.setattr(ResultsStore, "write_fold", killed_during_fold_2)
     with pytest.raises(KeyboardInterrupt):
-        run_task("task3", root=nsclc_root, store=store, epochs=2, device="cpu")
+        run_task("task3", min_test_patients=2, root=nsclc_root, store=store, epochs=2, device="cpu")
     assert sorted(f["fold"] for f in _table(store, "run_folds")) == [0, 1]
     monkeypatch.setattr(ResultsStore, "write_fold", real_write)
 
     trained = []
     real_run_fold = run_mod.run_fold
     monkeypatch.setattr(run_mod, "run_fold", lambda bags, fold, *a, **k: trained.append(fold.index) or real_run_fold(bags, fold, *a, **k))
-    resumed = run_task("task3", root=nsclc_root, store=store, epochs=2, device="cpu")[0]
+    resumed = run_task("task3", min_test_patients=2, root=nsclc_root, store=store, epochs=2, device="cpu")[0]
     assert resumed.reused == [0, 1] and trained == [2, 3, 4]
     preds = _table(store, "run_predictions")
     keys = [p["key"] for p in preds]
@@ -246,10 +247,10 @@ def test_sigkill_during_a_fold_commit_keeps_committed_folds_and_a_rerun_complete
 def test_missing_encoder_and_missing_embeddings_are_clear_errors(tmp_path: Path, nsclc_root: Path) -> None:
     store = tmp_path / "store"
     runner = CliRunner()
-    result = runner.invoke(app, ["run", "task3", "--store", str(store), "--root", str(nsclc_root)])
+    result = runner.invoke(app, ["run", "task3", "--min-test-patients", "2", "--store", str(store), "--root", str(nsclc_root)])
     assert result.exit_code != 0 and "no embeddings of dataset 'nsclc'" in str(result.exception)
     write_table(store, nsclc_root, "toy-slice")
-    result = runner.invoke(app, ["run", "task3", "-e", "nope", "--store", str(store), "--root", str(nsclc_root)])
+    result = runner.invoke(app, ["run", "task3", "--min-test-patients", "2", "-e", "nope", "--store", str(store), "--root", str(nsclc_root)])
     assert "clearbench embed --dataset nsclc --encoder nope" in str(result.exception)
 
 
@@ -257,11 +258,11 @@ def test_an_encoder_with_too_few_scans_is_reported_and_the_others_still_run(tmp_
     store = tmp_path / "store"
     write_table(store, nsclc_root, "toy-slice")
     write_table(store, nsclc_root, "toy-few", limit=4)
-    result = CliRunner().invoke(app, ["run", "task3", "--epochs", "2", "--store", str(store)], env={"COLUMNS": "200"})
+    result = CliRunner().invoke(app, ["run", "task3", "--min-test-patients", "2", "--epochs", "2", "--store", str(store)], env={"COLUMNS": "200"})
     assert result.exit_code == 3, result.output  # done, with one encoder skipped
     assert "task3 · toy-slice" in result.stdout and "task3 · toy-few" not in result.stdout
     assert "nsclc__toy-few: task task3 skipped for encoder toy-few: protocol nested-kfold needs at least 7 patients" in result.stderr
-    strict = CliRunner().invoke(app, ["run", "task3", "--epochs", "2", "--store", str(store), "--strict"])
+    strict = CliRunner().invoke(app, ["run", "task3", "--min-test-patients", "2", "--epochs", "2", "--store", str(store), "--strict"])
     assert strict.exit_code != 0 and "needs at least 7 patients" in str(strict.exception)
 
 
@@ -269,7 +270,7 @@ def test_a_run_in_which_no_encoder_could_run_fails(tmp_path: Path, nsclc_root: P
     """Scripts chain on the exit code: when every encoder was skipped, nothing was evaluated."""
     store = tmp_path / "store"
     write_table(store, nsclc_root, "toy-few", limit=4)
-    result = CliRunner().invoke(app, ["run", "task3", "--epochs", "2", "--store", str(store)])
+    result = CliRunner().invoke(app, ["run", "task3", "--min-test-patients", "2", "--epochs", "2", "--store", str(store)])
     assert result.exit_code != 0
     assert "skipped for encoder toy-few" in result.stderr
     assert "no encoder could run task task3" in str(result.exception)
@@ -280,7 +281,7 @@ def test_an_unusable_device_is_a_one_line_error(tmp_path: Path, nsclc_root: Path
     monkeypatch.setattr(run_mod.torch.cuda, "is_available", lambda: False)
     store = tmp_path / "store"
     write_table(store, nsclc_root, "toy-slice")
-    result = CliRunner().invoke(app, ["run", "task3", "--epochs", "1", "--store", str(store), "--device", device])
+    result = CliRunner().invoke(app, ["run", "task3", "--min-test-patients", "2", "--epochs", "1", "--store", str(store), "--device", device])
     assert result.exit_code != 0
     assert isinstance(result.exception, ClearbenchError) and reason in str(result.exception)
     assert "--device cpu" in str(result.exception)
@@ -297,7 +298,7 @@ def test_strict_run_stops_at_the_first_bad_input_and_prints_it_once(
     store = tmp_path / "store"
     write_table(store, root, "toy-slice")
     with pytest.raises(SystemExit) as exc:
-        main(["run", "task3", "--strict", "--epochs", "1", "--store", str(store), "--root", str(root)])
+        main(["run", "task3", "--min-test-patients", "2", "--strict", "--epochs", "1", "--store", str(store), "--root", str(root)])
     assert exc.value.code == 1
     err = capsys.readouterr().err
     assert err.count("LUNG1-999") == 1 and err.strip().startswith("error: ")
@@ -313,7 +314,7 @@ def _embed_and_run(tmp_path: Path, dataset: str, task: str, root: Path | None = 
         steps.append(["synth", dataset, "--out", str(root), "--scans", "16", "--seed", "0", "--size", "32"])
     steps += [
         ["embed", "-e", "hu-hist", "-d", dataset, "--root", str(root), "--store", str(store)],
-        ["run", task, "--epochs", "2", "--store", str(store), "--threads", "1"],
+        ["run", task, "--min-test-patients", "2", "--epochs", "2", "--store", str(store), "--threads", "1"],
     ]
     for args in steps:
         result = runner.invoke(app, args, env={"COLUMNS": "120"})
@@ -362,3 +363,92 @@ def test_summary_table_shows_undefined_labels_as_undefined() -> None:
     assert row_b.count("undefined") == 3 and "50.0" not in row_b
     assert "80.0 ± 5.0" in text
     assert run.summary_dict()["auc"]["b"] == {"mean": None, "std": None, "n": 0}
+
+
+def test_a_test_set_smaller_than_the_cards_minimum_is_refused(tmp_path: Path, nsclc_root: Path) -> None:
+    store = tmp_path / "store"
+    write_table(store, nsclc_root, "toy-slice")
+    with pytest.raises(ClearbenchError, match=r"test set of fold 0 has 3 patients, fewer than the task's minimum of 10"):
+        run_task("task3", root=nsclc_root, store=store, epochs=1, device="cpu")
+    result = CliRunner().invoke(app, ["run", "task3", "--epochs", "1", "--store", str(store), "--root", str(nsclc_root)])
+    assert result.exit_code != 0 and "fewer than the task's minimum of 10" in result.stderr
+    assert "--min-test-patients 3 to accept it" in result.stderr
+    assert "run_folds" not in table_names(connect(store))
+
+
+def test_the_macro_average_says_how_many_labels_it_covers() -> None:
+    values = {m: {"a": 0.8, "b": float("nan"), "c": 0.6, MACRO: 0.7} for m in ("auc", "auprc", "f1")}
+    fold = FoldScores(["a", "b", "c"], values)
+    summary = {m: {k: Summary(v, 0.0, 2) for k, v in values[m].items()} for m in values}
+    run = EncoderRun("t", "enc", "tbl", "slice", "abmil", "run-1", "0" * 64, ["a", "b", "c"], ["auc"], 10, 8, [fold, fold], summary)
+    console = Console(width=120, record=True)
+    console.print(summary_table(run))
+    assert "macro (2/3 labels)" in console.export_text()
+    assert run.macro_labels() == (2, 2)
+
+
+def _json_run(store: Path, root: Path, *args: str) -> dict:
+    result = CliRunner().invoke(
+        app, ["run", "task3", "--min-test-patients", "2", "--store", str(store), "--root", str(root), "--json", *args]
+    )
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_recipe_overrides_enter_the_config_hash_and_the_stored_config(tmp_path: Path, nsclc_root: Path) -> None:
+    store = tmp_path / "store"
+    write_table(store, nsclc_root, "toy-slice")
+    base = _json_run(store, nsclc_root, "--epochs", "1")
+    assert base["summary"]["auc"][MACRO]["n"] >= 1 and base["macro_labels"] == {"min": 1, "max": 1, "of": 1}
+    hashes = {base["config_hash"]}
+    for flag in (["--lr", "0.001"], ["--batch-size", "4"], ["--patience", "2"], ["--no-standardize"], ["--min-steps", "0"], ["--epochs", "2"]):
+        out = _json_run(store, nsclc_root, "--epochs", "1", *flag)
+        assert out["config_hash"] not in hashes, flag
+        hashes.add(out["config_hash"])
+    out = _json_run(store, nsclc_root, "--epochs", "1", "--lr", "0.001")
+    assert out["config_hash"] in hashes and out["overrides"] == {"lr": 0.001, "max_epochs": 1, "min_test_patients": 2}
+    run = next(r for r in ResultsStore(store).runs() if r["config_hash"] == out["config_hash"])
+    assert run["config"]["training"]["lr"] == 0.001 and run["config"]["overrides"]["lr"] == 0.001
+    # the table's caption names the recipe, overrides marked
+    shown = CliRunner().invoke(
+        app, ["run", "task3", "--min-test-patients", "2", "--epochs", "1", "--lr", "0.001", "--store", str(store)], env={"COLUMNS": "200"}
+    )
+    assert "recipe: lr 0.001*, batch 128, epochs 1*, patience 8, standardize True, min steps 512" in shown.stdout
+
+
+def test_folds_store_the_batch_steps_and_standardisation_they_trained_with(tmp_path: Path, nsclc_root: Path) -> None:
+    store = tmp_path / "store"
+    write_table(store, nsclc_root, "toy-slice")
+    on = _json_run(store, nsclc_root, "--epochs", "2")
+    off = _json_run(store, nsclc_root, "--epochs", "2", "--no-standardize")
+    rows = {(f["config_hash"], f["fold"]): f for f in _table(store, "run_folds")}
+    state = json.loads(rows[(on["config_hash"], 0)]["training"])
+    assert len(state["feature_mean"]) == len(state["feature_std"]) == 8
+    # --min-steps 512 over 2 epochs shrinks the batch to one bag: every training bag is a step, twice
+    n_train = len(rows[(on["config_hash"], 0)]["train_scan_ids"])
+    assert state["batch_size"] == 1 and state["steps"] == 2 * n_train
+    assert "feature_mean" not in json.loads(rows[(off["config_hash"], 0)]["training"])
+
+
+def test_thread_count_is_part_of_the_configuration(tmp_path: Path, nsclc_root: Path) -> None:
+    """Torch splits reductions by thread, so 1 and 2 threads differ in the last bits: never the same hash."""
+    store = tmp_path / "store"
+    write_table(store, nsclc_root, "toy-slice")
+    one = _json_run(store, nsclc_root, "--epochs", "1", "--threads", "1")
+    two = _json_run(store, nsclc_root, "--epochs", "1", "--threads", "2")
+    assert one["threads"] == 1 and two["threads"] == 2
+    assert one["config_hash"] != two["config_hash"] and two["folds_reused"] == []
+    assert _json_run(store, nsclc_root, "--epochs", "1", "--threads", "1")["folds_reused"] == [0, 1, 2, 3, 4]
+
+
+def test_a_fold_with_too_few_optimizer_steps_is_warned_about_with_the_fix(tmp_path: Path, nsclc_root: Path) -> None:
+    store = tmp_path / "store"
+    write_table(store, nsclc_root, "toy-slice")
+    args = ["run", "task3", "--min-test-patients", "2", "--store", str(store), "--root", str(nsclc_root)]
+    paper = CliRunner().invoke(app, [*args, "--paper-recipe", "--epochs", "2"], env={"COLUMNS": "300"})
+    assert paper.exit_code == 0, paper.output
+    warned = [line for line in paper.stderr.splitlines() if "optimizer steps" in line]
+    assert len(warned) == 5 and "only 2 optimizer steps in all" in warned[0]
+    assert "--epochs" in warned[0] and "--batch-size" in warned[0] and "--min-steps 512" in warned[0]
+    default = CliRunner().invoke(app, [*args, "--epochs", "2"], env={"COLUMNS": "300"})
+    assert default.exit_code == 0 and "optimizer steps" not in default.stderr

@@ -177,12 +177,6 @@ def run(
     from clearbench.tasks.card import PAPER_TRAINING
 
     torch.set_num_threads(threads or DEFAULT_THREADS)
-    if threads is None:
-        err_console.print(
-            f"threads: {DEFAULT_THREADS} (the default: one thread trained these heads fastest when measured; pass --threads N to change)",
-            soft_wrap=True,
-            highlight=False,
-        )
     recipe = dict(PAPER_TRAINING) if paper_recipe else {}
     given = {"lr": lr, "batch_size": batch_size, "patience": patience, "standardize": standardize, "min_steps": min_steps}
     recipe.update({k: v for k, v in given.items() if v is not None})
@@ -256,6 +250,13 @@ def run(
             say("{} · {}: reused finished folds {} (pass --rerun to retrain them)",
                 r.task, r.encoder, ", ".join(map(str, r.reused)), err=True)
         console.print(summary_table(r))
+        console.print(escape(recipe_line(r)), soft_wrap=True, highlight=False)
+    if threads is None and not json_out:
+        err_console.print(
+            f"threads: {DEFAULT_THREADS}, the default (measured fastest for these heads, see README); pass --threads N to change it",
+            soft_wrap=True,
+            highlight=False,
+        )
     if not json_out:
         print_run_board(results, store)
 
