@@ -10,8 +10,8 @@ clearbench's default, against logistic regression on mean-pooled features over t
 
 For each it prints the test macro AUC (mean over folds) and the attention hit rate: the share of attention
 mass on the target-digit instances of positive bags (digits), or on the slices within +-2 of a lesion's
-key slice (task 1); "chance" is the share a uniform attention would put there. The hit rate is computed
-here (no shared hit-rate function exists in clearbench yet).
+key slice (task 1, the task card's ``hit_rate_k``), with :mod:`clearbench.explaining.hit_rate`; "chance" is
+the share a uniform attention would put there.
 
 Run: ``.venv/bin/python benchmarks/bench_mil_sanity.py`` (``--threads``, ``--scans``; a few minutes on 2 cores).
 """
@@ -32,6 +32,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from clearbench.embedding.pipeline import embed
+from clearbench.explaining.hit_rate import hit_rate, near_key_slices
+from clearbench.explaining.source import key_slices_by_scan
 from clearbench.mil.data import BagSet
 from clearbench.mil.train import TrainConfig
 from clearbench.protocols.cv import run_fold
@@ -112,13 +114,11 @@ def task1_problem(card: TaskCard, work: Path, n_scans: int, seed: int) -> Proble
     y = labels.y[idx]
     patients = [labels.patient_ids[i] for i in idx]
     bags = BagSet.from_arrays(raw.scan_ids, patients, raw.vectors, raw.offsets, y)
+    keys = key_slices_by_scan(records.values())
     hit = np.zeros(len(raw.vectors), dtype=bool)
     for i, scan_id in enumerate(raw.scan_ids):
-        meta = records[scan_id].meta
-        position = {n: k for k, n in enumerate(meta["slice_numbers"])}
-        keys = [position[r["key_slice_index"]] for r in meta["rows"] if r["key_slice_index"] in position]
         s, e = raw.offsets[i], raw.offsets[i + 1]
-        hit[s:e] = [any(abs(int(z) - k) <= 2 for k in keys) for z in raw.slice_idx[s:e]]
+        hit[s:e] = near_key_slices(raw.slice_idx[s:e], keys.get(scan_id, ()), k=card.hit_rate_k)
     folds = make_folds(card.protocol, patients, y, [labels.splits[i] for i in idx])
     return Problem(f"synthetic task 1 ({len(bags)} scans, hu-hist)", bags, list(card.labels), folds, hit)
 
@@ -162,8 +162,9 @@ def head(p: Problem, cfg: TrainConfig, card: TaskCard, seed: int) -> Score:
         aucs.append(_macro_auc(r.test.y_true, r.test.prob))
         for i, b in enumerate(fold.test):
             s, e = int(p.bags.offsets[b]), int(p.bags.offsets[b + 1])
-            if r.test.y_true[i].any() and p.hit[s:e].any():
-                hits.append(float(r.test.attention_of(i)[p.hit[s:e]].sum()))
+            rate = hit_rate(r.test.attention_of(i), p.hit[s:e])
+            if r.test.y_true[i].any() and rate is not None and rate.n_near:
+                hits.append(rate.hit)
     return Score(float(np.nanmean(aucs)), float(np.mean(hits)) if hits else None, time.perf_counter() - start)
 
 

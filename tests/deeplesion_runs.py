@@ -106,5 +106,5 @@ def two_encoder_run(base: Path, n_scans: int = 30, epochs: int = 6, second_task:
         (home / "tasks" / f"{SECOND_TASK}.toml").write_text(_SECOND_CARD)
     with home_at(home):
         for task in tasks:
-            main(["run", task, "--root", str(root), "--store", str(store), "--epochs", str(epochs), "--device", "cpu", "--json"])
+            main(["run", task, "--min-test-patients", "2", "--root", str(root), "--store", str(store), "--epochs", str(epochs), "--device", "cpu", "--json"])
     return DeepLesionRuns(store, root, home, tasks)

@@ -37,14 +37,14 @@ def test_run_ends_with_the_board_and_leaderboard_ranks_on_identical_patients(coh
 
     monkeypatch.setattr(common.console, "width", 320)  # eight labels, the average and the statistics side by side
     root, store = cohort
-    run = _invoke(["run", "task1", "--epochs", "2", "--threads", "1", "--store", str(store), "--root", str(root), "-e", "hu-hist", "-e", "example-tinyconv"])
+    run = _invoke(["run", "task1", "--min-test-patients", "2", "--epochs", "2", "--threads", "1", "--store", str(store), "--root", str(root), "-e", "hu-hist", "-e", "example-tinyconv"])
     assert run.exit_code == 0, run.output
     board_at_end = run.stdout[run.stdout.rindex("task1 · AUC (%)") :]
     assert "hu-hist" in board_at_end and "example-tinyconv" in board_at_end and "95% CI" in board_at_end
     assert "MambaOut-LECL-0" not in board_at_end  # the run's own encoders only
     assert "clearbench leaderboard task1" in run.stdout
 
-    as_json = _invoke(["run", "task1", "--epochs", "2", "--threads", "1", "--store", str(store), "--root", str(root), "--json"])
+    as_json = _invoke(["run", "task1", "--min-test-patients", "2", "--epochs", "2", "--threads", "1", "--store", str(store), "--root", str(root), "--json"])
     assert as_json.exit_code == 0, as_json.output
     assert [json.loads(line)["encoder"] for line in as_json.stdout.splitlines()] == ["example-tinyconv", "hu-hist"]
 

@@ -314,7 +314,7 @@ def _embed_and_run(tmp_path: Path, dataset: str, task: str, root: Path | None = 
         steps.append(["synth", dataset, "--out", str(root), "--scans", "16", "--seed", "0", "--size", "32"])
     steps += [
         ["embed", "-e", "hu-hist", "-d", dataset, "--root", str(root), "--store", str(store)],
-        ["run", task, "--min-test-patients", "2", "--epochs", "2", "--store", str(store), "--threads", "1"],
+        ["run", task, "--min-test-patients", "1", "--epochs", "2", "--store", str(store), "--threads", "1"],
     ]
     for args in steps:
         result = runner.invoke(app, args, env={"COLUMNS": "120"})
@@ -406,7 +406,7 @@ def test_recipe_overrides_enter_the_config_hash_and_the_stored_config(tmp_path: 
         assert out["config_hash"] not in hashes, flag
         hashes.add(out["config_hash"])
     out = _json_run(store, nsclc_root, "--epochs", "1", "--lr", "0.001")
-    assert out["config_hash"] in hashes and out["overrides"] == {"lr": 0.001, "max_epochs": 1, "min_test_patients": 2}
+    assert out["config_hash"] in hashes and out["overrides"] == {"lr": 0.001, "max_epochs": 1}
     run = next(r for r in ResultsStore(store).runs() if r["config_hash"] == out["config_hash"])
     assert run["config"]["training"]["lr"] == 0.001 and run["config"]["overrides"]["lr"] == 0.001
     # the table's caption names the recipe, overrides marked

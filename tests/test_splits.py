@@ -62,7 +62,7 @@ def stage_of(root: Path, patient: str) -> str:
 
 
 def run_json(*args: str) -> list[dict]:
-    result = runner.invoke(app, ["run", *args, "--json"])
+    result = runner.invoke(app, ["run", *args, "--min-test-patients", "2", "--json"])
     assert result.exit_code == 0, result.output
     return [json.loads(line) for line in result.stdout.strip().splitlines()]
 
@@ -93,7 +93,7 @@ def test_two_encoders_are_tested_on_the_stored_split_and_a_missing_scan_is_count
         assert tested["enc-a"] == split.patients(k, "test")
         assert tested["enc-b"] == split.patients(k, "test") - ({split.patient_of[missing]} if k == 0 else set())
 
-    text = runner.invoke(app, ["run", "task3", "--epochs", "1", "--store", str(store)])
+    text = runner.invoke(app, ["run", "task3", "--min-test-patients", "2", "--epochs", "1", "--store", str(store)])
     assert text.exit_code == 0, text.output
     assert f"1 scan excluded, no embeddings in window(s) lung in table nsclc__enc-b: {missing}" in text.stderr
 
@@ -101,20 +101,20 @@ def test_two_encoders_are_tested_on_the_stored_split_and_a_missing_scan_is_count
 def test_the_split_is_drawn_once_and_a_repeated_run_adds_no_row(tmp_path: Path, nsclc_root: Path) -> None:
     store = tmp_path / "store"
     write_table(store, nsclc_root, "enc-a")
-    first = run_task("task3", root=nsclc_root, store=store, epochs=1, device="cpu")[0]
+    first = run_task("task3", min_test_patients=2, root=nsclc_root, store=store, epochs=1, device="cpu")[0]
     n_rows = len(_table(store, SPLITS))
     assert first.split.choice == "drawn" and n_rows == 5 * 15  # one row per fold and labelled scan
-    again = run_task("task3", root=nsclc_root, store=store, epochs=1, device="cpu")[0]
+    again = run_task("task3", min_test_patients=2, root=nsclc_root, store=store, epochs=1, device="cpu")[0]
     assert again.split_id == first.split_id and again.split.choice == "stored"
     assert len(_table(store, SPLITS)) == n_rows
     # every fold reused: the same run, not a second row that would look like a new result
     assert again.reused == [0, 1, 2, 3, 4] and again.run_id == first.run_id
     runs = _table(store, "runs")
     assert len(runs) == 1 and runs[0]["status"] == "complete" and runs[0]["split_id"] == first.split_id
-    fresh = run_task("task3", root=nsclc_root, store=store, epochs=1, device="cpu", rerun=True)[0]
+    fresh = run_task("task3", min_test_patients=2, root=nsclc_root, store=store, epochs=1, device="cpu", rerun=True)[0]
     statuses = {r["run_id"]: r["status"] for r in _table(store, "runs")}
     assert statuses == {first.run_id: "superseded", fresh.run_id: "complete"}
-    other_seed = run_task("task3", root=nsclc_root, store=store, epochs=1, device="cpu", seed=3)[0]
+    other_seed = run_task("task3", min_test_patients=2, root=nsclc_root, store=store, epochs=1, device="cpu", seed=3)[0]
     assert other_seed.split_id != first.split_id and len(_table(store, SPLITS)) == 2 * n_rows
     # the task's newest choice names the split its latest run used, whichever seed that was
     tables = SplitTables(connect(store))
@@ -133,7 +133,7 @@ def test_a_changed_cohort_is_refused_until_the_user_keeps_or_redraws_the_split(t
     late = "LUNG1-003"
     stage = stage_of(root, late)
     set_stage(root, late, "NA")  # the split is drawn without this patient
-    base = ["task3", "--epochs", "1", "--store", str(store), "--root", str(root)]
+    base = ["task3", "--min-test-patients", "2", "--epochs", "1", "--store", str(store), "--root", str(root)]
     (old,) = run_json(*base)
     set_stage(root, late, stage)  # ... who is then added to the cohort
 
