@@ -93,9 +93,6 @@ class EncoderRun:
     split: StoredSplit | None = None
     missing: list[str] = field(default_factory=list)
 
-    @property
-    def split_id(self) -> str | None:
-        return self.split.split_id if self.split is not None else None
     training: dict[str, Any] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)
     threads: int = 1
