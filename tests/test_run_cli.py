@@ -196,7 +196,7 @@ def test_killed_run_keeps_committed_folds_and_redoes_the_interrupted_one(tmp_pat
 
 def _paused_run(store: Path, root: Path, fold: int, table: str) -> subprocess.Popen:
     """``clearbench run`` in a child process that stops right after fold ``fold``'s rows reach ``table``."""
-    cli = ["run", "task3", "--epochs", "1", "--store", str(store), "--root", str(root), "--device", "cpu",
+    cli = ["run", "task3", "--min-test-patients", "2", "--epochs", "1", "--store", str(store), "--root", str(root), "--device", "cpu",
            "--threads", "1", "--json"]
     return subprocess.Popen(
         [sys.executable, str(Path(__file__).with_name("kill_points.py")), "fold-commit", str(fold), table, "--", *cli],
@@ -220,7 +220,7 @@ def _assert_committed_folds_whole(store: Path, committed: list[int], metrics_per
 def test_sigkill_during_a_fold_commit_keeps_committed_folds_and_a_rerun_completes(tmp_path: Path, nsclc_root: Path) -> None:
     reference_store = tmp_path / "reference"
     write_table(reference_store, nsclc_root, "toy-slice")
-    reference = run_task("task3", root=nsclc_root, store=reference_store, epochs=1, device="cpu")[0]
+    reference = run_task("task3", min_test_patients=2, root=nsclc_root, store=reference_store, epochs=1, device="cpu")[0]
     metrics_per_fold = len(_table(reference_store, "run_metrics")) // 5
 
     store = tmp_path / "store"
@@ -237,7 +237,7 @@ def test_sigkill_during_a_fold_commit_keeps_committed_folds_and_a_rerun_complete
         _assert_committed_folds_whole(store, committed, metrics_per_fold)
         assert any(r["fold"] == fold for r in _table(store, table))  # the kill landed inside the fold's commit
 
-    resumed = run_task("task3", root=nsclc_root, store=store, epochs=1, device="cpu")[0]
+    resumed = run_task("task3", min_test_patients=2, root=nsclc_root, store=store, epochs=1, device="cpu")[0]
     assert resumed.reused == [0, 1, 2]
     _assert_committed_folds_whole(store, [0, 1, 2, 3, 4], metrics_per_fold)
     assert len(_table(store, "run_predictions")) == len(_table(reference_store, "run_predictions"))

@@ -119,10 +119,10 @@ def test_the_split_is_drawn_once_and_a_repeated_run_adds_no_row(tmp_path: Path, 
     # the task's newest choice names the split its latest run used, whichever seed that was
     tables = SplitTables(connect(store))
     assert tables.latest_choice("task3")["split_id"] == other_seed.split_id
-    back = run_task("task3", root=nsclc_root, store=store, epochs=1, device="cpu")[0]
+    back = run_task("task3", min_test_patients=2, root=nsclc_root, store=store, epochs=1, device="cpu")[0]
     assert back.split_id == first.split_id and tables.latest_choice("task3")["split_id"] == first.split_id
     n_choices = len(_table(store, "split_choices"))
-    run_task("task3", root=nsclc_root, store=store, epochs=1, device="cpu")
+    run_task("task3", min_test_patients=2, root=nsclc_root, store=store, epochs=1, device="cpu")
     assert len(_table(store, "split_choices")) == n_choices  # nothing to record when nothing changed
 
 

@@ -213,7 +213,7 @@ def test_run_on_a_read_only_store_is_one_line_and_a_writable_rerun_completes(tmp
     root = write_nsclc(tmp_path / "nsclc", 16, 0, size=24)
     store = tmp_path / "store"
     embed("hu-hist", "nsclc", root=root, store=store, progress=False)
-    run_argv = ["run", "task3", "--epochs", "1", "--threads", "1", "--device", "cpu", "--root", str(root), "--json"]
+    run_argv = ["run", "task3", "--min-test-patients", "2", "--epochs", "1", "--threads", "1", "--device", "cpu", "--root", str(root), "--json"]
     with _read_only_view(store, tmp_path / "ro") as reason:
         code, err = _exit(capsys, [*run_argv, "--store", str(tmp_path / "ro")])
         errors = [line for line in err.strip().splitlines() if not line.startswith("warning:")]  # a stage-NA patient
