@@ -92,7 +92,7 @@ def split_notes(split: "StoredSplit") -> list[str]:
 
 
 def recipe_line(r: "EncoderRun") -> str:
-    """The recipe a run trained with, overrides marked with ``*`` (plain text: escape before rendering)."""
+    """The recipe a run trained with, overrides marked with ``*`` (plain text: print it through ``say``)."""
     t = r.training
     if not t:
         return ""
@@ -250,13 +250,10 @@ def run(
             say("{} · {}: reused finished folds {} (pass --rerun to retrain them)",
                 r.task, r.encoder, ", ".join(map(str, r.reused)), err=True)
         console.print(summary_table(r))
-        console.print(escape(recipe_line(r)), soft_wrap=True, highlight=False)
+        say("{}", recipe_line(r))
     if threads is None and not json_out:
-        err_console.print(
-            f"threads: {DEFAULT_THREADS}, the default (measured fastest for these heads, see README); pass --threads N to change it",
-            soft_wrap=True,
-            highlight=False,
-        )
+        say("threads: {}, the default (measured fastest for these heads, see README); pass --threads N to change it",
+            DEFAULT_THREADS, err=True)
     if not json_out:
         print_run_board(results, store)
 
