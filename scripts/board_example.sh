@@ -15,5 +15,5 @@ clearbench embed --encoder hu-hist --dataset deeplesion --root "$ROOT"
 clearbench embed --encoder mambaout-femto-random --dataset deeplesion --root "$ROOT"
 # 40 scans hold out about 4 test patients, under the task's minimum of 10: accepted here knowingly, for a small example.
 clearbench run task1 --root "$ROOT" --threads 1 --min-test-patients 2
-rm -rf "$OUT"
+rm -rf "$OUT/index.html" "$OUT/plots"   # the README there is kept
 clearbench board --out "$OUT" --plots 1 --root "$ROOT"

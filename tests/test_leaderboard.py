@@ -280,3 +280,22 @@ def test_markdown_csv_json_and_terminal(odd_board: pl.DataFrame) -> None:
 
     with pytest.raises(ClearbenchError, match="unknown format 'html'; valid: table, md, csv, latex, json"):
         render.render([odd_board], "html")
+
+
+def test_an_80_column_terminal_drops_columns_and_never_cuts_a_number(
+    board: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clearbench.cli import common
+    from clearbench.cli.leaderboard import terminal_board
+
+    monkeypatch.setattr(common.console, "width", 80)
+    console = Console(record=True, width=80)
+    console.print(terminal_board(board))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    ranked = board.filter(pl.col("group") == "ranked")
+    for r in ranked.iter_rows(named=True):
+        assert f"{r['average']:.1f} ± {r['average std']:.1f}" in text
+        assert f"[{r['ci_low']:.1f}, {r['ci_high']:.1f}]" in text
+    words = " ".join(text.split())  # the caption wraps at 80 columns
+    assert "7 label column(s) left out at this terminal width" in words and "--format md or csv shows them all" in words

@@ -39,16 +39,16 @@ def demo(
     (the demo card task1-demo) over the same test patients; the leaderboard, attention plots and the next
     commands to try on real data are printed at the end. Run it again and it reuses what it made.
     """
+    from clearbench.cli.leaderboard import terminal_board
     from clearbench.demo import TASK, describe_outputs, next_commands, run_demo
     from clearbench.leaderboards.render import to_rich
 
     result = run_demo(out, quick=quick, say=_say, run_progress=_run_progress)
     console.print()
-    table = to_rich(result.leaderboard, compact=True)
     if console.is_terminal:
-        console.print(table)
-    else:  # a log's console is 80 columns wide, which would cut the table's numbers
-        Console(file=console.file, width=160, highlight=False, color_system=None).print(table)
+        console.print(terminal_board(result.leaderboard, compact=True))
+    else:  # a log is read whole: the table at its natural width, every column kept
+        Console(file=console.file, width=160, highlight=False, color_system=None).print(to_rich(result.leaderboard, compact=True))
     say("[bold]verdict[/] {}", result.verdict)
 
     where = Table(title="[bold]where everything is[/]", title_justify="left", show_header=False, box=None)

@@ -3,12 +3,36 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
+from rich.markup import escape
 
-from clearbench.cli.common import command_problems, console
+from clearbench.cli.common import command_problems, console, fit_table
 from clearbench.errors import ClearbenchError
+
+if TYPE_CHECKING:
+    import polars as pl
+    from rich.table import Table
+
+
+def terminal_board(df: "pl.DataFrame", compact: bool = False) -> "Table":
+    """The leaderboard as a rich table that fits this terminal, numbers never cut.
+
+    The bookkeeping columns go first, then per-label columns from the last one (the average stays); a
+    caption says which labels were left out and where to see them all.
+    """
+    from clearbench.leaderboards.render import DROPPABLE, is_overview, to_rich
+    from clearbench.leaderboards.table import label_columns
+
+    labels = [] if compact or is_overview(df) else label_columns(df)
+    table = fit_table(console, lambda dropped: to_rich(df, compact, dropped), [*DROPPABLE, *reversed(labels)])
+    shown = {str(c.header) for c in table.columns}
+    hidden = [label for label in labels if label not in shown]
+    if hidden:
+        note = f"{len(hidden)} label column(s) left out at this terminal width ({', '.join(hidden)}): --format md or csv shows them all"
+        table.caption = f"{table.caption}\n{escape(note)}" if table.caption else escape(note)
+    return table
 
 
 def _check_choice(option: str, value: str, valid: tuple[str, ...]) -> str:
@@ -23,7 +47,7 @@ def print_boards(frames: list, fmt: str, out: Optional[Path]) -> None:
 
     if fmt == "table" and out is None:
         for df in frames:
-            console.print(to_rich(df))
+            console.print(terminal_board(df))
         return
     if fmt == "table":
         from rich.console import Console

@@ -260,8 +260,8 @@ def run(
 
 def print_run_board(results: Sequence["EncoderRun"], store: Optional[Path]) -> None:
     """The task's leaderboard for the encoders just run, the runs just made (the full board is one command away)."""
+    from clearbench.cli.leaderboard import terminal_board
     from clearbench.leaderboards import leaderboard
-    from clearbench.leaderboards.render import to_rich
 
     task = results[0].task
     try:
@@ -269,7 +269,7 @@ def print_run_board(results: Sequence["EncoderRun"], store: Optional[Path]) -> N
     except ClearbenchError as exc:
         say("[yellow]note:[/] no leaderboard for this run: {}", exc, err=True)
         return
-    console.print(to_rich(board, compact=True))
+    console.print(terminal_board(board, compact=True))
     say("every encoder and the paper's rows: clearbench leaderboard {}", task)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,18 +166,25 @@ def _only(g: Grid, headers: Sequence[str]) -> Grid:
     )
 
 
-def to_rich(df: pl.DataFrame, compact: bool = False) -> Table:
+# Columns a narrow terminal may lose, first to last, before the numbers wrap (they are never cut).
+DROPPABLE = ("run / source", "note", "folds", "patients/scans", HIT_HEADER)
+
+
+def to_rich(df: pl.DataFrame, compact: bool = False, drop: Collection[str] = ()) -> Table:
     """A rich table; every piece of text is escaped before rich reads markup in it.
 
     ``compact`` keeps the average and the statistics and drops the per-label columns (``clearbench run``
-    has just printed those per encoder).
+    has just printed those per encoder). ``drop`` names further columns to leave out, so that a caller can
+    fit the table to a narrow terminal; what still does not fit wraps inside its cell rather than being cut.
     """
     g = grid(df)
     if compact and not is_overview(df):
         g = _only(g, COMPACT)
+    if drop:
+        g = _only(g, [h for h in g.headers if h not in drop])
     table = Table(title=escape(g.title), title_justify="left", caption="\n".join(escape(n) for n in g.notes), caption_justify="left")
     for j, h in enumerate(g.headers):
-        table.add_column(escape(h), justify="right" if j in g.right else "left", no_wrap=j < len(g.headers) - 2, overflow="fold")
+        table.add_column(escape(h), justify="right" if j in g.right else "left", overflow="fold")
     for i, row in enumerate(g.rows):
         texts = []
         for c in row:
