@@ -63,6 +63,7 @@ def board(
     """Write ``out/index.html``: a tab per task with finished runs, each with its AUC, AUPRC and F1
     leaderboards (``clearbench.leaderboard``), and up to ``plots`` attention plots per run under ``out/plots``.
     Raises :class:`ClearbenchError` when the store has no finished run at all."""
+    from clearbench.explaining.columns import hit_rates, with_hit_rates
     from clearbench.leaderboards import leaderboard, marks
     from clearbench.leaderboards.api import NoRuns
     from clearbench.tasks.registry import list_tasks
@@ -72,9 +73,12 @@ def board(
     entries, counts, written = [], {}, []
     for card in list_tasks():
         try:
-            frames = {m: leaderboard(card, metric=m, published=published, store=store, n_boot=n_boot, seed=seed) for m in METRICS}
+            frames = {m: leaderboard(card, metric=m, published=published, store=store, n_boot=n_boot, seed=seed, hit_rate=False)
+                      for m in METRICS}
         except NoRuns:
             continue
+        rates = hit_rates(frames[METRICS[0]], card, store)  # the same for every metric: read once
+        frames = {m: with_hit_rates(df, card, store, rates=rates) for m, df in frames.items()}
         if on_task is not None:
             on_task(card.name)
         rows = frames[METRICS[0]].to_dicts()

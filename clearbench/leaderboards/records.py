@@ -19,9 +19,8 @@ import pyarrow.compute as pc
 
 from clearbench.errors import ClearbenchError
 from clearbench.leaderboards.stats import METRIC_NAMES, FoldPredictions, RunPredictions
-from clearbench.store import db as dbmod
 from clearbench.store.results import ResultsStore
-from clearbench.store.splits import CHOICES
+from clearbench.store.splits import SplitTables
 
 COMPLETE = "complete"
 
@@ -60,14 +59,8 @@ def current_split_id(results: ResultsStore, task: str) -> str | None:
     ``clearbench run`` records a choice whenever a split becomes the task's (drawn, redrawn with
     ``--resplit``, or kept for a changed cohort), so the newest choice is the split the board compares on.
     """
-    table = dbmod.open_table(results.db, CHOICES)
-    if table is None:
-        return None
-    quoted = "'" + task.replace("'", "''") + "'"
-    rows = table.search().where(f"task = {quoted}").limit(None).to_arrow().to_pylist()
-    if not rows:
-        return None
-    return max(rows, key=lambda r: r["created_at"])["split_id"]
+    choice = SplitTables(results.db).latest_choice(task)
+    return None if choice is None else choice["split_id"]
 
 
 def chosen_runs(results: ResultsStore, task: str, run_ids: Sequence[str] = (), encoders: Sequence[str] | None = None) -> list[dict[str, Any]]:

@@ -43,6 +43,11 @@ def check_table_name(name: str) -> str:
     return name
 
 
+def sql_str(value: object) -> str:
+    """``value`` as a SQL string literal for a LanceDB filter (single quotes doubled)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
 def connect(path: str | Path | None = None) -> lancedb.DBConnection:
     """The store at ``path`` (default ``CLEARBENCH_HOME/store``), created on first use."""
     folder = store_path(path)

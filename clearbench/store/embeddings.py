@@ -110,7 +110,7 @@ def cohort_signature(sources: dict[str, str | None]) -> str | None:
 
 def quote_list(values: Iterable[str]) -> str:
     """A SQL ``IN`` list of string literals."""
-    return ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
+    return ", ".join(dbmod.sql_str(v) for v in values)
 
 
 class EmbeddingTable:

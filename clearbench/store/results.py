@@ -136,10 +136,6 @@ PREDICTIONS_SCHEMA = pa.schema(
 _SCHEMAS = {RUNS: RUNS_SCHEMA, FOLDS: FOLDS_SCHEMA, METRICS: METRICS_SCHEMA, PREDICTIONS: PREDICTIONS_SCHEMA}
 
 
-def _q(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
-
 def now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -220,22 +216,22 @@ class ResultsStore:
     def finish_run(self, run_id: str, status: str, summary: dict[str, Any], folds_reused: Sequence[int]) -> None:
         with dbmod.storage_faults(self.path, RUNS):
             self._table(RUNS).update(
-                where=f"run_id = {_q(run_id)}",
+                where=f"run_id = {dbmod.sql_str(run_id)}",
                 values={"status": status, "finished_at": now(), "summary": _json(summary), "folds_reused": _json(list(folds_reused))},
             )
 
     def discard_unfinished_fold(self, config_hash: str, fold: int) -> None:
         """Delete rows a killed run left for a fold that has no commit marker."""
-        self._delete((PREDICTIONS, METRICS, FOLDS), f"config_hash = {_q(config_hash)} AND fold = {int(fold)}")
+        self._delete((PREDICTIONS, METRICS, FOLDS), f"config_hash = {dbmod.sql_str(config_hash)} AND fold = {int(fold)}")
 
     def delete_config(self, config_hash: str) -> None:
         """Forget every fold of a configuration (``--rerun``); the runs table keeps its history, its
         complete runs of the configuration marked ``superseded`` since their folds are gone."""
-        self._delete((FOLDS, METRICS, PREDICTIONS), f"config_hash = {_q(config_hash)}")
+        self._delete((FOLDS, METRICS, PREDICTIONS), f"config_hash = {dbmod.sql_str(config_hash)}")
         with dbmod.storage_faults(self.path, RUNS):
             if self._existing(RUNS) is not None:
                 self._table(RUNS).update(
-                    where=f"config_hash = {_q(config_hash)} AND status = 'complete'", values={"status": "superseded"}
+                    where=f"config_hash = {dbmod.sql_str(config_hash)} AND status = 'complete'", values={"status": "superseded"}
                 )
 
     def write_fold(self, fold_row: dict[str, Any], metric_rows: list[dict[str, Any]], predictions: pa.Table) -> None:
@@ -285,19 +281,19 @@ class ResultsStore:
 
     def finished_folds(self, config_hash: str) -> dict[int, dict[str, Any]]:
         """The committed folds of a configuration, by fold index."""
-        rows = self._read(FOLDS, f"config_hash = {_q(config_hash)}").to_pylist()
+        rows = self._read(FOLDS, f"config_hash = {dbmod.sql_str(config_hash)}").to_pylist()
         return {int(r["fold"]): r for r in rows}
 
     def latest_complete_run(self, config_hash: str) -> dict[str, Any] | None:
         """The newest complete run of a configuration, or None."""
-        rows = self._read(RUNS, f"config_hash = {_q(config_hash)} AND status = 'complete'").to_pylist()
+        rows = self._read(RUNS, f"config_hash = {dbmod.sql_str(config_hash)} AND status = 'complete'").to_pylist()
         return max(rows, key=lambda r: r["started_at"]) if rows else None
 
     def runs(self, task: str | None = None, encoder: str | None = None) -> list[dict[str, Any]]:
         """Runs, newest first, with their JSON columns decoded."""
-        where = [f"task = {_q(task)}"] if task else []
+        where = [f"task = {dbmod.sql_str(task)}"] if task else []
         if encoder:
-            where.append(f"encoder = {_q(encoder)}")
+            where.append(f"encoder = {dbmod.sql_str(encoder)}")
         rows = self._read(RUNS, " AND ".join(where) or None).to_pylist()
         for r in rows:
             for key in ("config", "encoder_provenance", "excluded", "summary", "folds_reused", "missing"):
@@ -305,14 +301,14 @@ class ResultsStore:
         return sorted(rows, key=lambda r: r["started_at"], reverse=True)
 
     def metrics(self, config_hash: str, split: str | None = "test") -> pa.Table:
-        where = f"config_hash = {_q(config_hash)}" + (f" AND split = {_q(split)}" if split else "")
+        where = f"config_hash = {dbmod.sql_str(config_hash)}" + (f" AND split = {dbmod.sql_str(split)}" if split else "")
         return self._read(METRICS, where)
 
     def predictions(self, config_hash: str, role: str | None = "test", scan_ids: Iterable[str] | None = None) -> pa.Table:
-        where = [f"config_hash = {_q(config_hash)}"]
+        where = [f"config_hash = {dbmod.sql_str(config_hash)}"]
         if role:
-            where.append(f"role = {_q(role)}")
+            where.append(f"role = {dbmod.sql_str(role)}")
         if scan_ids is not None:
-            where.append(f"scan_id IN ({', '.join(_q(s) for s in scan_ids) or _q('')})")
+            where.append(f"scan_id IN ({', '.join(dbmod.sql_str(s) for s in scan_ids) or dbmod.sql_str('')})")
         return self._read(PREDICTIONS, " AND ".join(where))
 

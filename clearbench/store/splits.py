@@ -68,10 +68,6 @@ CHOICES_SCHEMA = pa.schema(
 )
 
 
-def _q(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
-
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -103,7 +99,7 @@ class SplitTables:
     def rows(self, split_id: str) -> list[dict[str, Any]] | None:
         """The rows of ``split_id`` from its earliest complete write, or None when no write is complete."""
         writes: dict[str, list[dict[str, Any]]] = {}
-        for r in self._read(SPLITS, f"split_id = {_q(split_id)}"):
+        for r in self._read(SPLITS, f"split_id = {dbmod.sql_str(split_id)}"):
             writes.setdefault(r["write_id"], []).append(r)
         whole = [w for w in writes.values() if len(w) == w[0]["n_rows"]]
         if not whole:
@@ -125,10 +121,10 @@ class SplitTables:
 
     def latest_choice(self, task: str) -> dict[str, Any] | None:
         """The newest choice made for ``task`` under any protocol and seed: the split it last used."""
-        rows = self._read(CHOICES, f"task = {_q(task)}")
+        rows = self._read(CHOICES, f"task = {dbmod.sql_str(task)}")
         return max(rows, key=lambda r: r["created_at"]) if rows else None
 
     def choices(self, task: str, protocol: str) -> list[dict[str, Any]]:
         """The choices made for ``task`` under ``protocol`` (JSON, seed included), newest first."""
-        rows = self._read(CHOICES, f"task = {_q(task)} AND protocol = {_q(protocol)}")
+        rows = self._read(CHOICES, f"task = {dbmod.sql_str(task)} AND protocol = {dbmod.sql_str(protocol)}")
         return sorted(rows, key=lambda r: r["created_at"], reverse=True)
