@@ -33,7 +33,7 @@ from clearbench.mil.train import EpochInfo, Standardized, TrainConfig
 from clearbench.protocols.cv import FoldResult, run_fold
 from clearbench.protocols.metrics import MACRO, METRICS, FoldScores, Summary, summarise
 from clearbench.protocols.splits import Fold, need_patients
-from clearbench.protocols.stored_split import StoredSplit, task_split
+from clearbench.protocols.stored_split import StoredSplit, json_digest, task_split
 from clearbench.scans.problems import ProblemLog
 from clearbench.scans.registry import open_dataset
 from clearbench.store import EmbeddingStore
@@ -176,10 +176,6 @@ def labels_root(dataset: str, root: str | Path | None, tables: Sequence[EncoderT
     )
 
 
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def run_config(
     card: TaskCard,
     enc: EncoderTable,
@@ -208,9 +204,9 @@ def run_config(
         "head": {"head": head.head, **head.params},
         "training": {**card.to_dict()["training"], "max_epochs": epochs or card.training.max_epochs},
         "seed": seed,
-        "data": _hash([bags.scan_ids, bags.patient_ids, bags.targets.tolist(), bags.lengths.tolist()]),
+        "data": json_digest([bags.scan_ids, bags.patient_ids, bags.targets.tolist(), bags.lengths.tolist()]),
         "vectors": hashlib.sha256(np.ascontiguousarray(bags.features.cpu().numpy())).hexdigest(),
-        "folds": _hash([[f.train.tolist(), f.val.tolist(), f.test.tolist()] for f in folds]),
+        "folds": json_digest([[f.train.tolist(), f.val.tolist(), f.test.tolist()] for f in folds]),
         "split_id": split_id,
         "overrides": dict(overrides or {}),
         "threads": torch.get_num_threads() if threads is None else threads,
@@ -405,7 +401,7 @@ def run_encoder(
 
     threads = torch.get_num_threads()
     config = run_config(card, enc, seed, epochs, bags, folds, split.split_id, overrides, threads)
-    config_hash = _hash(config)
+    config_hash = json_digest(config)
     if rerun:
         results.delete_config(config_hash)
     finished = results.finished_folds(config_hash)

@@ -43,7 +43,8 @@ from clearbench.tasks.card import TaskCard
 from clearbench.tasks.labels import TaskLabels
 
 
-def _digest(obj: Any, n: int = 16) -> str:
+def json_digest(obj: Any, n: int = 64) -> str:
+    """The first ``n`` hex digits of the sha256 of ``obj`` as canonical JSON: the content key of splits and runs."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
@@ -63,7 +64,7 @@ def _entries(labels: TaskLabels, protocol: ProtocolSpec) -> dict[str, tuple[str,
 
 def cohort_fingerprint(labels: TaskLabels, protocol: ProtocolSpec) -> str:
     """A hash of the sorted labelled scans with their patient, labels and (if the protocol uses it) split."""
-    return _digest(sorted([s, p, list(y), split] for s, (p, y, split) in _entries(labels, protocol).items()))
+    return json_digest(sorted([s, p, list(y), split] for s, (p, y, split) in _entries(labels, protocol).items()), 16)
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ def _rows_of(card: TaskCard, labels: TaskLabels, protocol: ProtocolSpec, fingerp
     """The split's id and its table rows, one per fold and scan."""
     proto = protocol_json(protocol)
     assignment = [{r: [labels.scan_ids[i] for i in getattr(f, r)] for r in ROLES} for f in folds]
-    split_id = _digest([card.name, proto, fingerprint, assignment], 12)
+    split_id = json_digest([card.name, proto, fingerprint, assignment], 12)
     rows = []
     for f, roles in zip(folds, assignment):
         for role in ROLES:
