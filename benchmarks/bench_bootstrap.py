@@ -70,7 +70,9 @@ def main() -> None:
 
     run = make_run(args.patients, args.labels, args.folds, seed=0)
     weights = stats.bootstrap_weights(run, args.boot, seed=0)
-    print(f"{args.patients} patients, {2 * args.patients} scans, {args.labels} labels, {args.folds} folds, {args.boot} replicates")
+    print(
+        f"{args.patients} patients, {2 * args.patients} scans, {args.labels} labels, {args.folds} folds, {args.boot} replicates"
+    )
     for metric in ("auc", "auprc"):
         ours, theirs = [], []
         for _ in range(args.rounds):
@@ -84,7 +86,9 @@ def main() -> None:
             theirs.append((time.perf_counter() - t) * args.boot / args.sklearn_boot)
         assert np.allclose(fast[: args.sklearn_boot], slow, atol=1e-9), f"{metric}: the two disagree"
         a, b = statistics.median(ours), statistics.median(theirs)
-        print(f"{metric:6s} clearbench {a:7.3f} s   sklearn loop {b:8.2f} s (scaled from {args.sklearn_boot})   ratio {b / a:6.1f}x")
+        print(
+            f"{metric:6s} clearbench {a:7.3f} s   sklearn loop {b:8.2f} s (scaled from {args.sklearn_boot})   ratio {b / a:6.1f}x"
+        )
 
 
 if __name__ == "__main__":

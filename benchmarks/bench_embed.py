@@ -62,8 +62,16 @@ def time_encoder(encoder, batches: list[torch.Tensor], preprocessed: bool) -> tu
 def time_pipeline(encoder, root: Path, store: Path, batch_size: int, workers: int | None) -> tuple[float, float, int]:
     """(wall, CPU) seconds of a whole run into an emptied table, and the slices it embedded."""
     t0, c0 = time.perf_counter(), time.process_time()
-    summary = embed(encoder, DeepLesionReader(root, problems=ProblemLog()), windows="abdomen,lung",
-                    batch_size=batch_size, workers=workers, store=store, overwrite=True, progress=False)
+    summary = embed(
+        encoder,
+        DeepLesionReader(root, problems=ProblemLog()),
+        windows="abdomen,lung",
+        batch_size=batch_size,
+        workers=workers,
+        store=store,
+        overwrite=True,
+        progress=False,
+    )
     return time.perf_counter() - t0, time.process_time() - c0, summary.slices_embedded
 
 
@@ -87,9 +95,16 @@ def random_table(store: EmbeddingStore, n_scans: int, n_slices: int, dim: int) -
     rng = np.random.default_rng(0)
     group = []
     for i in range(n_scans):
-        group.append(ScanEmbeddings(f"{i:06d}_01_01", f"{i:06d}", np.full(n_slices, "lung", dtype=object),
-                                    np.arange(n_slices), np.arange(n_slices) * 2.5,
-                                    rng.normal(size=(n_slices, dim)).astype(np.float32)))
+        group.append(
+            ScanEmbeddings(
+                f"{i:06d}_01_01",
+                f"{i:06d}",
+                np.full(n_slices, "lung", dtype=object),
+                np.arange(n_slices),
+                np.arange(n_slices) * 2.5,
+                rng.normal(size=(n_slices, dim)).astype(np.float32),
+            )
+        )
         if len(group) == 100:
             table.write(group)
             group = []
@@ -108,8 +123,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=8, help="interleaved repeats of each side of figure 1")
     args = ap.parse_args()
 
-    print(f"machine: {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), torch threads "
-          f"{torch.get_num_threads()}, torch {torch.__version__}")
+    print(
+        f"machine: {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), torch threads "
+        f"{torch.get_num_threads()}, torch {torch.__version__}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         root = write_cohort(Path(tmp) / "deeplesion", args.scans, seed=0, size=args.size)
@@ -118,43 +135,61 @@ def main() -> None:
         batches = windowed_batches(DeepLesionReader(root, problems=ProblemLog()), args.batch_size)
         n_slices = sum(len(b) for b in batches)
         preprocessed = [encoder.preprocess(b.to(encoder.device)) for b in batches]
-        print(f"encoder {encoder.name} ({encoder.dim}-d) on {encoder.device}; {n_slices} slices (2 windows), "
-              f"batch {args.batch_size}")
+        print(
+            f"encoder {encoder.name} ({encoder.dim}-d) on {encoder.device}; {n_slices} slices (2 windows), "
+            f"batch {args.batch_size}"
+        )
         encoder.encode(batches[0])  # warm-up: first-call allocations and kernel selection
 
         store_dir = Path(tmp) / "store"
         runs: dict[str, list[tuple[float, float]]] = {"encode": [], "embed": [], "pipeline": []}
         for i in range(args.repeats):
             # Alternate which side goes first, so that a change of load between the two favours neither.
-            for side in (("encode", "pipeline", "embed") if i % 2 == 0 else ("pipeline", "encode", "embed")):
+            for side in ("encode", "pipeline", "embed") if i % 2 == 0 else ("pipeline", "encode", "embed"):
                 if side == "pipeline":
                     wall, cpu, rows = time_pipeline(encoder, root, store_dir, args.batch_size, args.workers)
                     assert rows == n_slices, (rows, n_slices)
                     runs[side].append((wall, cpu))
                 else:
-                    runs[side].append(time_encoder(encoder, preprocessed if side == "embed" else batches,
-                                                   preprocessed=side == "embed"))
+                    runs[side].append(
+                        time_encoder(
+                            encoder, preprocessed if side == "embed" else batches, preprocessed=side == "embed"
+                        )
+                    )
         rate = {k: n_slices / min(w for w, _ in v) for k, v in runs.items()}
-        for key, label in (("encode", "encoder only, encode() on windowed slices"),
-                           ("embed", "encoder only, embed() on preprocessed    "),
-                           ("pipeline", "pipeline, clearbench.embed end to end    ")):
-            print(f"{label}: best {rate[key]:7.1f} slices/s  (wall/CPU s per run: "
-                  + ", ".join(f"{w:.1f}/{c:.1f}" for w, c in runs[key]) + ")")
+        for key, label in (
+            ("encode", "encoder only, encode() on windowed slices"),
+            ("embed", "encoder only, embed() on preprocessed    "),
+            ("pipeline", "pipeline, clearbench.embed end to end    "),
+        ):
+            print(
+                f"{label}: best {rate[key]:7.1f} slices/s  (wall/CPU s per run: "
+                + ", ".join(f"{w:.1f}/{c:.1f}" for w, c in runs[key])
+                + ")"
+            )
         pairs = [e[0] / p[0] for e, p in zip(runs["encode"], runs["pipeline"])]
         pairs_embed = [e[0] / p[0] for e, p in zip(runs["embed"], runs["pipeline"])]
-        print(f"FIGURE 1  pipeline / encoder-only (encode): {statistics.median(pairs):.3f} median of {len(pairs)} "
-              f"adjacent pairs; {rate['pipeline'] / rate['encode']:.3f} best run / best run   (target >= 0.9)")
-        print(f"          pipeline / encoder-only (embed):  {statistics.median(pairs_embed):.3f} median; "
-              f"{rate['pipeline'] / rate['embed']:.3f} best / best")
+        print(
+            f"FIGURE 1  pipeline / encoder-only (encode): {statistics.median(pairs):.3f} median of {len(pairs)} "
+            f"adjacent pairs; {rate['pipeline'] / rate['encode']:.3f} best run / best run   (target >= 0.9)"
+        )
+        print(
+            f"          pipeline / encoder-only (embed):  {statistics.median(pairs_embed):.3f} median; "
+            f"{rate['pipeline'] / rate['embed']:.3f} best / best"
+        )
         store = EmbeddingStore(store_dir)
         table = store.table_name("deeplesion", encoder.name)
         bags_s, npy_s, rows = time_bags(store, table, Path(tmp) / "bags.npy", repeats=7)
-        print(f"FIGURE 2  bags() / np.load on the cohort table ({rows} rows x {encoder.dim}): "
-              f"{bags_s * 1e3:.1f} ms / {npy_s * 1e3:.2f} ms = {bags_s / npy_s:.1f}x")
+        print(
+            f"FIGURE 2  bags() / np.load on the cohort table ({rows} rows x {encoder.dim}): "
+            f"{bags_s * 1e3:.1f} ms / {npy_s * 1e3:.2f} ms = {bags_s / npy_s:.1f}x"
+        )
         big = random_table(store, n_scans=2000, n_slices=60, dim=encoder.dim)
         bags_s, npy_s, rows = time_bags(store, big, Path(tmp) / "big.npy", repeats=5)
-        print(f"          bags() / np.load on a random table ({rows} rows x {encoder.dim}): "
-              f"{bags_s * 1e3:.1f} ms / {npy_s * 1e3:.2f} ms = {bags_s / npy_s:.1f}x")
+        print(
+            f"          bags() / np.load on a random table ({rows} rows x {encoder.dim}): "
+            f"{bags_s * 1e3:.1f} ms / {npy_s * 1e3:.2f} ms = {bags_s / npy_s:.1f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -61,14 +61,38 @@ CONFIGS: dict[str, dict[str, Config]] = {
         "full": Config({}, n=4),
     },
     "sam2": {
-        "tiny": Config({"embed_dim": 16, "num_heads": 1, "stages": [1, 1, 2, 1], "global_att_blocks": [3],
-                        "window_spec": [8, 4, 4, 2], "d_model": 32}, SMALL_2D, n=32),
+        "tiny": Config(
+            {
+                "embed_dim": 16,
+                "num_heads": 1,
+                "stages": [1, 1, 2, 1],
+                "global_att_blocks": [3],
+                "window_spec": [8, 4, 4, 2],
+                "d_model": 32,
+            },
+            SMALL_2D,
+            n=32,
+        ),
         "full": Config({}, n=2),
     },
     "ctclip": {
-        "tiny": Config({"dim": 32, "codebook_size": 16, "image_size": 32, "patch_size": 8, "temporal_patch_size": 4,
-                        "spatial_depth": 1, "temporal_depth": 1, "dim_head": 8, "heads": 2, "dim_latent": 32},
-                       {"shape": [8, 32, 32]}, n=2, shape=(12, 40, 40)),
+        "tiny": Config(
+            {
+                "dim": 32,
+                "codebook_size": 16,
+                "image_size": 32,
+                "patch_size": 8,
+                "temporal_patch_size": 4,
+                "spatial_depth": 1,
+                "temporal_depth": 1,
+                "dim_head": 8,
+                "heads": 2,
+                "dim_latent": 32,
+            },
+            {"shape": [8, 32, 32]},
+            n=2,
+            shape=(12, 40, 40),
+        ),
         "full": Config({}, n=1, shape=(160, 400, 400)),
     },
     "merlin": {
@@ -121,8 +145,16 @@ def measure(family_name: str, size: str, cfg: Config, min_seconds: float) -> dic
         volume = enc.preprocess(scan)
         model_rate = _rate(lambda: enc.embed(volume), 1, min_seconds)
         e2e_rate = _rate(lambda: enc.encode(scan), 1, min_seconds)
-    return {"family": family_name, "size": size, "kind": family.kind, "dim": dim, "params": n_params,
-            "input": "x".join(map(str, cfg.shape)), "model": model_rate, "e2e": e2e_rate}
+    return {
+        "family": family_name,
+        "size": size,
+        "kind": family.kind,
+        "dim": dim,
+        "params": n_params,
+        "input": "x".join(map(str, cfg.shape)),
+        "model": model_rate,
+        "e2e": e2e_rate,
+    }
 
 
 def main() -> None:
@@ -146,15 +178,19 @@ def main() -> None:
 
     floor = {r["size"]: r["e2e"] for r in rows if r["family"] == "hu-hist"}
     tiny = {r["family"]: r["model"] for r in rows if r["size"] == "tiny"}
-    header = (f"{'family':<11} {'size':<4} {'kind':<6} {'dim':>4} {'params':>11} {'input':>11} "
-              f"{'model/s':>10} {'end-to-end/s':>12} {'full÷tiny':>9} {'÷hu-hist':>9}")
+    header = (
+        f"{'family':<11} {'size':<4} {'kind':<6} {'dim':>4} {'params':>11} {'input':>11} "
+        f"{'model/s':>10} {'end-to-end/s':>12} {'full÷tiny':>9} {'÷hu-hist':>9}"
+    )
     print("\n" + header + "\n" + "-" * len(header))
     for r in rows:
         unit = "img" if r["kind"] == "slice" else "vol"
         vs_tiny = f"{r['model'] / tiny[r['family']]:.3g}x" if r["size"] == "full" and r["family"] in tiny else ""
         vs_floor = f"{r['e2e'] / floor[r['size']]:.2g}x" if r["size"] in floor and r["kind"] == "slice" else ""
-        print(f"{r['family']:<11} {r['size']:<4} {r['kind']:<6} {r['dim']:>4} {r['params']:>11,} {r['input']:>11} "
-              f"{r['model']:>6.3g} {unit} {r['e2e']:>8.3g} {unit} {vs_tiny:>9} {vs_floor:>9}")
+        print(
+            f"{r['family']:<11} {r['size']:<4} {r['kind']:<6} {r['dim']:>4} {r['params']:>11,} {r['input']:>11} "
+            f"{r['model']:>6.3g} {unit} {r['e2e']:>8.3g} {unit} {vs_tiny:>9} {vs_floor:>9}"
+        )
     for line in skipped:
         print(f"skipped {line}")
 

@@ -48,7 +48,6 @@ from clearbench.tasks.labels import task_labels
 from clearbench.tasks.registry import get_task
 
 
-
 @dataclass
 class Problem:
     """Bags with their folds, and per instance whether it is a "hit" (target digit, or near a key slice)."""
@@ -185,11 +184,15 @@ def _fmt(x: float | None) -> str:
 def report(p: Problem, scores: dict[str, Score]) -> None:
     ref = scores["logistic regression (pooled)"].auc
     n_train = np.mean([len(f.train) for f in p.folds])
-    print(f"\n{p.name}: {len(p.bags)} bags, {len(p.folds)} folds, ~{n_train:.0f} training bags per fold; "
-          f"chance hit rate {chance_hit_rate(p):.3f}")
+    print(
+        f"\n{p.name}: {len(p.bags)} bags, {len(p.folds)} folds, ~{n_train:.0f} training bags per fold; "
+        f"chance hit rate {chance_hit_rate(p):.3f}"
+    )
     print(f"  {'model':34s} {'AUC':>6s} {'AUC - LR':>9s} {'AUC / LR':>9s} {'hit rate':>9s} {'seconds':>8s}")
     for name, s in scores.items():
-        print(f"  {name:34s} {s.auc:6.3f} {s.auc - ref:+9.3f} {s.auc / ref:9.3f} {_fmt(s.hit_rate):>9s} {s.seconds:8.1f}")
+        print(
+            f"  {name:34s} {s.auc:6.3f} {s.auc - ref:+9.3f} {s.auc / ref:9.3f} {_fmt(s.hit_rate):>9s} {s.seconds:8.1f}"
+        )
 
 
 def main() -> None:
@@ -207,11 +210,16 @@ def main() -> None:
         "ABMIL, clearbench default": lambda: default,
     }
     t = default
-    print(f"clearbench default recipe (task card): lr {t.lr:g}, batch {t.batch_size}, epochs {t.max_epochs}, "
-          f"patience {t.patience}, standardize {t.standardize}, min steps {t.min_steps}")
+    print(
+        f"clearbench default recipe (task card): lr {t.lr:g}, batch {t.batch_size}, epochs {t.max_epochs}, "
+        f"patience {t.patience}, standardize {t.standardize}, min steps {t.min_steps}"
+    )
     print(f"paper recipe (--paper-recipe): {PAPER_TRAINING}")
     with tempfile.TemporaryDirectory() as tmp:
-        problems = [digits_problem(card, args.bags, 9, args.seed), task1_problem(card, Path(tmp), args.scans, args.seed)]
+        problems = [
+            digits_problem(card, args.bags, 9, args.seed),
+            task1_problem(card, Path(tmp), args.scans, args.seed),
+        ]
         for p in problems:
             scores = {"logistic regression (pooled)": pooled_logistic(p)}
             for name, make in recipes.items():

@@ -48,8 +48,12 @@ def measure(arch: str, variant: str, size: int, batch: int, repeats: int, device
     torch.manual_seed(0)
     backbone = build_backbone(arch, variant, size)
     moco = MoCo(backbone.module, backbone.dim, proj_dim=256, mlp_dim=1024).to(device).train()
-    optimizer = torch.optim.AdamW([p for p in moco.online.parameters() if p.requires_grad], lr=1e-4,
-                                  weight_decay=0.1, fused=device.type in ("cpu", "cuda"))
+    optimizer = torch.optim.AdamW(
+        [p for p in moco.online.parameters() if p.requires_grad],
+        lr=1e-4,
+        weight_decay=0.1,
+        fused=device.type in ("cpu", "cuda"),
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=False)
     ctx = D.DistContext(0, 1, 0, device, owns_group=False)
     mean, std = normalisation(backbone, device)
@@ -67,8 +71,20 @@ def measure(arch: str, variant: str, size: int, batch: int, repeats: int, device
         moco.online.zero_grad(set_to_none=True)
 
     def step() -> None:
-        training_step(moco, moco.online, optimizer, scaler, loader_batch, lr=1e-4, momentum=0.99, lam=1.0,
-                      dtype=None, mean=mean, std=std, ctx=ctx)
+        training_step(
+            moco,
+            moco.online,
+            optimizer,
+            scaler,
+            loader_batch,
+            lr=1e-4,
+            momentum=0.99,
+            lam=1.0,
+            dtype=None,
+            mean=mean,
+            std=std,
+            ctx=ctx,
+        )
 
     times: dict[str, list[float]] = {"bare": [], "step": []}
     for i in range(repeats + 3):
@@ -90,8 +106,22 @@ def loop_images_per_s(arch: str, variant: str, size: int, batch: int, workers: i
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["CLEARBENCH_HOME"] = str(Path(tmp) / "home")
         root = write_cohort(Path(tmp) / "dl", 8, seed=0, size=max(size, 32))
-        result = pretrain(arch, "lecl", "deeplesion", root=root, variant=variant, image_size=size, batch_size=batch,
-                          epochs=1, warmup_epochs=0, lam=1.0, proj_dim=256, mlp_dim=1024, workers=workers, progress=False)
+        result = pretrain(
+            arch,
+            "lecl",
+            "deeplesion",
+            root=root,
+            variant=variant,
+            image_size=size,
+            batch_size=batch,
+            epochs=1,
+            warmup_epochs=0,
+            lam=1.0,
+            proj_dim=256,
+            mlp_dim=1024,
+            workers=workers,
+            progress=False,
+        )
         lines = (result.run_dir / "metrics.jsonl").read_text().splitlines()
         times = [json.loads(line)["images_per_s"] for line in lines][3:]
     return statistics.median(times)
@@ -112,8 +142,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    print(f"device {device}, torch threads {torch.get_num_threads()}, variant {args.variant}, "
-          f"{args.image_size} px, batch {args.batch} (two views each), median of {args.repeats}")
+    print(
+        f"device {device}, torch threads {torch.get_num_threads()}, variant {args.variant}, "
+        f"{args.image_size} px, batch {args.batch} (two views each), median of {args.repeats}"
+    )
     print(f"{'arch':<10} {'bare ms':>9} {'step ms':>9} {'step/bare':>10}" + ("  loop/bare" if args.loop else ""))
     for arch in args.arch:
         bare, step = measure(arch, args.variant, args.image_size, args.batch, args.repeats, device)

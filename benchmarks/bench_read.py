@@ -60,7 +60,9 @@ def main() -> None:
         records = reader.records()[: args.limit]
         t_index = time.perf_counter() - t0
         paths = [rec.source / f"{n:03d}.png" for rec in records for n in rec.meta["slice_numbers"]]
-        print(f"{len(records)} series, {len(paths)} slices; index (DL_info.csv + folder listing) {t_index * 1e3:.0f} ms")
+        print(
+            f"{len(records)} series, {len(paths)} slices; index (DL_info.csv + folder listing) {t_index * 1e3:.0f} ms"
+        )
 
         bare_decode(paths)  # warm the page cache for both
         best_bare = best_reader = float("inf")
@@ -72,7 +74,9 @@ def main() -> None:
             n_read = reader_load(reader, records)
             best_reader = min(best_reader, time.process_time() - t0)
         if n_read != n_bare:
-            raise SystemExit(f"reader returned {n_read} slices for {n_bare} files; problems: {reader.problems.problems}")
+            raise SystemExit(
+                f"reader returned {n_read} slices for {n_bare} files; problems: {reader.problems.problems}"
+            )
 
     bare_rate, reader_rate = n_bare / best_bare, n_read / best_reader
     print(f"bare decode : {bare_rate:9.0f} slices per CPU second")

@@ -70,7 +70,14 @@ def write_store(path: Path, scans, dim: int) -> EmbeddingStore:
     for scan_id, patient, v, _ in scans:
         n = len(v) // 2
         rows.append(
-            ScanEmbeddings(scan_id, patient, np.repeat(["abdomen", "lung"], n), np.tile(np.arange(n), 2), np.tile(np.arange(n), 2) * 1.0, v)
+            ScanEmbeddings(
+                scan_id,
+                patient,
+                np.repeat(["abdomen", "lung"], n),
+                np.tile(np.arange(n), 2),
+                np.tile(np.arange(n), 2) * 1.0,
+                v,
+            )
         )
     for start in range(0, len(rows), 200):
         table.write(rows[start : start + 200])
@@ -166,7 +173,13 @@ def flops_ratio(b: int, k: int, d: int, n_out: int, device: str, repeat: int) ->
     feats = torch.randn(b * k, d, device=device)
     offsets = torch.zeros(b + 1, dtype=torch.int64, device=device)
     offsets[1:] = lengths.cumsum(0)
-    bags = BagSet([str(i) for i in range(b)], [str(i) for i in range(b)], feats, offsets, (torch.rand(b, n_out, device=device) < 0.3).float())
+    bags = BagSet(
+        [str(i) for i in range(b)],
+        [str(i) for i in range(b)],
+        feats,
+        offsets,
+        (torch.rand(b, n_out, device=device) < 0.3).float(),
+    )
     model = ABMIL(d, n_out, hidden=h, attention_dim=p).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     index = torch.arange(b, device=device)
@@ -179,7 +192,10 @@ def flops_ratio(b: int, k: int, d: int, n_out: int, device: str, repeat: int) ->
         loss.backward()
         opt.step()
 
-    mats = [(torch.randn(m, kk, device=device), torch.randn(kk, n, device=device)) for m, kk, n in gemm_shapes(b, k, d, h, p, n_out)]
+    mats = [
+        (torch.randn(m, kk, device=device), torch.randn(kk, n, device=device))
+        for m, kk, n in gemm_shapes(b, k, d, h, p, n_out)
+    ]
 
     def matmuls() -> None:
         for a, w in mats:
@@ -206,7 +222,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--repeat", type=int, default=5, help="timed repeats of the FLOP/s measurement")
-    ap.add_argument("--full", action="store_true", help="also time clearbench's full task-1 protocol (32 epochs, patience 8)")
+    ap.add_argument(
+        "--full", action="store_true", help="also time clearbench's full task-1 protocol (32 epochs, patience 8)"
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -226,13 +244,17 @@ def main() -> None:
         y = np.stack([labels_of[s] for s in bags.scan_ids])
         folds = make_folds(ProtocolSpec("holdout+kfold", folds=args.folds, seed=0), bags.patient_ids, y)
         mean_len = float(np.diff(bags.offsets).mean())
-        print(f"{len(bags)} scans, {len(set(bags.patient_ids))} patients, {mean_len:.0f} instances per bag on average "
-              f"(range {args.min_len}-{args.max_len}), dim {args.dim}, {args.labels} labels, {args.folds} folds x "
-              f"{args.epochs} epochs, device {args.device}, {torch.get_num_threads()} threads")
+        print(
+            f"{len(bags)} scans, {len(set(bags.patient_ids))} patients, {mean_len:.0f} instances per bag on average "
+            f"(range {args.min_len}-{args.max_len}), dim {args.dim}, {args.labels} labels, {args.folds} folds x "
+            f"{args.epochs} epochs, device {args.device}, {torch.get_num_threads()} threads"
+        )
 
         # torch imports its compiler stack the first time an optimizer is built (seconds); pay that before timing.
         torch.optim.AdamW(torch.nn.Linear(1, 1).parameters())
-        cfg = TrainConfig(loss="bce", batch_size=128, max_epochs=args.epochs, patience=args.epochs + 1, device=args.device)
+        cfg = TrainConfig(
+            loss="bce", batch_size=128, max_epochs=args.epochs, patience=args.epochs + 1, device=args.device
+        )
         head = HeadSpec("abmil", {"hidden": 256, "attention_dim": 256, "dropout": 0.5, "gated": False})
         start, cpu = time.perf_counter(), time.process_time()
         raw = EmbeddingStore(tmp / "store").bags(table="bench__synthetic", windows=["abdomen", "lung"])
@@ -247,8 +269,10 @@ def main() -> None:
             start, cpu = time.perf_counter(), time.process_time()
             names = [f"l{j}" for j in range(args.labels)]
             epochs_run = [run_fold(bagset, fold, head, full_cfg, names, seed=0).train.epochs_run for fold in folds]
-            full_line = (f"clearbench's full task-1 protocol (up to 32 epochs, patience 8; epochs run per fold {epochs_run}): "
-                         f"{time.perf_counter() - start:.2f} s wall, {time.process_time() - cpu:.2f} s CPU")
+            full_line = (
+                f"clearbench's full task-1 protocol (up to 32 epochs, patience 8; epochs run per fold {epochs_run}): "
+                f"{time.perf_counter() - start:.2f} s wall, {time.process_time() - cpu:.2f} s CPU"
+            )
 
         start, cpu = time.perf_counter(), time.process_time()
         for fold in folds:
@@ -258,15 +282,19 @@ def main() -> None:
     # CPU time is printed too: on a shared machine it moves far less with other people's load than wall time.
     print(f"full protocol, clearbench (store read + {args.folds} folds): {ours:8.2f} s wall, {ours_cpu:8.2f} s CPU")
     print(f"full protocol, paper-style per-file loop, pad 512:  {paper:8.2f} s wall, {paper_cpu:8.2f} s CPU")
-    print(f"protocol speed-up: {paper / ours:.1f}x wall, {paper_cpu / ours_cpu:.1f}x CPU  (target >= 5x; "
-          f"padding alone accounts for {PAPER_PAD / mean_len:.1f}x of the compute)")
+    print(
+        f"protocol speed-up: {paper / ours:.1f}x wall, {paper_cpu / ours_cpu:.1f}x CPU  (target >= 5x; "
+        f"padding alone accounts for {PAPER_PAD / mean_len:.1f}x of the compute)"
+    )
     if full_line:
         print(full_line)
 
     k = int(round(mean_len))
     achieved, peak, step_s = flops_ratio(128, k, args.dim, args.labels, args.device, args.repeat)
-    print(f"ABMIL training step (B=128, K={k}, D={args.dim}, H=P=256): {step_s * 1e3:.1f} ms, "
-          f"{achieved / 1e9:.1f} GFLOP/s; plain matmul of the same GEMMs: {peak / 1e9:.1f} GFLOP/s")
+    print(
+        f"ABMIL training step (B=128, K={k}, D={args.dim}, H=P=256): {step_s * 1e3:.1f} ms, "
+        f"{achieved / 1e9:.1f} GFLOP/s; plain matmul of the same GEMMs: {peak / 1e9:.1f} GFLOP/s"
+    )
     print(f"achieved / matmul FLOP/s: {achieved / peak:.2f}  (target >= 0.5)")
 
 

@@ -32,8 +32,9 @@ from clearbench.encoders.selective_scan import (
 )
 
 
-def vmamba_like_inputs(batch: int, k: int, d: int, n: int, length: int, steep: float,
-                       seed: int = 0) -> dict[str, torch.Tensor]:
+def vmamba_like_inputs(
+    batch: int, k: int, d: int, n: int, length: int, steep: float, seed: int = 0
+) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     channels = k * d
     step = torch.exp(torch.rand(channels, generator=g) * (math.log(0.1) - math.log(0.001)) + math.log(0.001))
@@ -57,8 +58,9 @@ def best_time(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
     return best, out
 
 
-def forward_backward(scan: Callable[..., torch.Tensor], inputs: dict[str, torch.Tensor],
-                     **kw: int) -> dict[str, torch.Tensor]:
+def forward_backward(
+    scan: Callable[..., torch.Tensor], inputs: dict[str, torch.Tensor], **kw: int
+) -> dict[str, torch.Tensor]:
     leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
     y = scan(**leaves, delta_softplus=True, **kw)
     y.backward(torch.ones_like(y))
@@ -84,8 +86,10 @@ def vssm_forward(repeats: int) -> None:
     diff = (times["chunked_out"] - times["recurrence_out"]).abs().max().item()
     print("\nVSSM() forward, 1 image 224 px (16 blocks, 4-direction scans)")
     print(f"  recurrence        {times['recurrence']:9.3f} s")
-    print(f"  chunked           {times['chunked']:9.3f} s   {times['recurrence'] / times['chunked']:.2f}x   "
-          f"max |diff| {diff:.2e}")
+    print(
+        f"  chunked           {times['chunked']:9.3f} s   {times['recurrence'] / times['chunked']:.2f}x   "
+        f"max |diff| {diff:.2e}"
+    )
 
 
 def main() -> None:
@@ -100,26 +104,31 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--steep", type=float, default=1.0, help="multiply A by this (faster forgetting)")
     parser.add_argument("--no-backward", action="store_true", help="time the forward pass only")
-    parser.add_argument("--vssm", action="store_true",
-                        help="also time a whole VSSM() forward at 224 px (batch 1) with each scan")
+    parser.add_argument(
+        "--vssm", action="store_true", help="also time a whole VSSM() forward at 224 px (batch 1) with each scan"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     chunk_sizes = args.chunk_size or [DEFAULT_CHUNK_SIZE]
     inputs = vmamba_like_inputs(args.batch, args.directions, args.dim, args.state, args.length, args.steep)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; batch {args.batch}, "
-          f"K {args.directions}, D {args.dim}, N {args.state}, L {args.length}, A x{args.steep:g}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; batch {args.batch}, "
+        f"K {args.directions}, D {args.dim}, N {args.state}, L {args.length}, A x{args.steep:g}"
+    )
 
     with torch.no_grad():
-        _, dt, A, *_ = _prepare(**{k: inputs[k] for k in ("u", "delta", "A", "B", "C", "delta_bias")},
-                                delta_softplus=True)
+        _, dt, A, *_ = _prepare(
+            **{k: inputs[k] for k in ("u", "delta", "A", "B", "C", "delta_bias")}, delta_softplus=True
+        )
         ref_time, ref_y = best_time(lambda: selective_scan_reference(**inputs, delta_softplus=True), args.repeats)
         print("\nforward              time (s)   speed-up   max |diff|   chunks")
         print(f"  recurrence        {ref_time:9.3f}   {1.0:7.2f}x   {0.0:10.2e}   {args.length} tokens")
         for size in chunk_sizes:
             spans = len(_safe_spans(dt, A, size))
-            t, y = best_time(lambda: selective_scan_chunked(**inputs, delta_softplus=True, chunk_size=size),
-                             args.repeats)
+            t, y = best_time(
+                lambda: selective_scan_chunked(**inputs, delta_softplus=True, chunk_size=size), args.repeats
+            )
             diff = (y - ref_y).abs().max().item()
             print(f"  chunked T={size:<5}  {t:9.3f}   {ref_time / t:7.2f}x   {diff:10.2e}   {spans}")
 

@@ -68,10 +68,34 @@ class DemoSize:
         return "demo" if self.name == "full" else f"demo-{self.name}"
 
 
-FULL = DemoSize("full", scans=120, slice_px=64, variant="nano", image_size=64, pretrain_epochs=6,
-                pretrain_batch=64, pretrain_lr=1e-3, mlp_dim=1024, proj_dim=128, run_epochs=None, plots=2)
-QUICK = DemoSize("quick", scans=120, slice_px=64, variant="micro", image_size=32, pretrain_epochs=1,
-                 pretrain_batch=64, pretrain_lr=1e-3, mlp_dim=256, proj_dim=64, run_epochs=12, plots=1)
+FULL = DemoSize(
+    "full",
+    scans=120,
+    slice_px=64,
+    variant="nano",
+    image_size=64,
+    pretrain_epochs=6,
+    pretrain_batch=64,
+    pretrain_lr=1e-3,
+    mlp_dim=1024,
+    proj_dim=128,
+    run_epochs=None,
+    plots=2,
+)
+QUICK = DemoSize(
+    "quick",
+    scans=120,
+    slice_px=64,
+    variant="micro",
+    image_size=32,
+    pretrain_epochs=1,
+    pretrain_batch=64,
+    pretrain_lr=1e-3,
+    mlp_dim=256,
+    proj_dim=64,
+    run_epochs=12,
+    plots=1,
+)
 
 
 @dataclass
@@ -90,7 +114,7 @@ class DemoResult:
     cohort: Path
     size: DemoSize
     encoders: list[DemoEncoder]
-    leaderboard: "pl.DataFrame"
+    leaderboard: pl.DataFrame
     leaderboard_files: list[Path]
     plots: list[Path]
     board: Path
@@ -169,10 +193,20 @@ def _pretrained(method: str, root: Path, size: DemoSize, say: Say) -> str:
     from clearbench.pretraining.run import run_dir_of
 
     settings: dict[str, Any] = {
-        "root": str(root), "lam": 0.0, "variant": size.variant, "epochs": size.pretrain_epochs,
-        "batch_size": size.pretrain_batch, "lr": size.pretrain_lr, "image_size": size.image_size,
-        "mlp_dim": size.mlp_dim, "proj_dim": size.proj_dim, "exclude_test_of": ("task1", TASK),
-        "tag": size.tag, "seed": SEED, "cache": "memory", "workers": 0,
+        "root": str(root),
+        "lam": 0.0,
+        "variant": size.variant,
+        "epochs": size.pretrain_epochs,
+        "batch_size": size.pretrain_batch,
+        "lr": size.pretrain_lr,
+        "image_size": size.image_size,
+        "mlp_dim": size.mlp_dim,
+        "proj_dim": size.proj_dim,
+        "exclude_test_of": ("task1", TASK),
+        "tag": size.tag,
+        "seed": SEED,
+        "cache": "memory",
+        "workers": 0,
     }
     config = PretrainConfig(arch="mambaout", method=method, dataset=DATASET, **settings)
     run_dir = run_dir_of(config)
@@ -184,8 +218,10 @@ def _pretrained(method: str, root: Path, size: DemoSize, say: Say) -> str:
             say(f"reusing {config.card_name} (pretrained before: {run_dir})")
             return config.card_name
     label = "MoCo v3" if method == "moco" else "LECL-0"
-    say(f"pretraining MambaOut-{size.variant} with {label}: {size.pretrain_epochs} epochs, batch {size.pretrain_batch}, "
-        f"{size.image_size} px, without the test patients of task1 and {TASK}")
+    say(
+        f"pretraining MambaOut-{size.variant} with {label}: {size.pretrain_epochs} epochs, batch {size.pretrain_batch}, "
+        f"{size.image_size} px, without the test patients of task1 and {TASK}"
+    )
     result = pretrain("mambaout", method, DATASET, **settings)
     last = f", last loss {result.losses[-1]:.3f}" if result.losses else ""
     say(f"trained {result.card_name}: {result.steps} steps{last}")
@@ -220,7 +256,7 @@ def _embed(encoders: Sequence[DemoEncoder], root: Path, say: Say) -> None:
         say(f"{enc.name}: {summary.scans_done} scan(s) embedded, {summary.scans_skipped} already stored")
 
 
-def _leaderboard(encoders: Sequence[DemoEncoder], out: Path) -> tuple["pl.DataFrame", list[Path]]:
+def _leaderboard(encoders: Sequence[DemoEncoder], out: Path) -> tuple[pl.DataFrame, list[Path]]:
     from rich.console import Console
 
     from clearbench.leaderboards import leaderboard
@@ -238,7 +274,7 @@ def _leaderboard(encoders: Sequence[DemoEncoder], out: Path) -> tuple["pl.DataFr
     return board, [text, *files]
 
 
-def verdict(board: "pl.DataFrame", encoders: Sequence[DemoEncoder]) -> str:
+def verdict(board: pl.DataFrame, encoders: Sequence[DemoEncoder]) -> str:
     """Whether the learned encoders beat the others on the average, and whether the CIs allow saying so."""
     rows = {r["encoder"]: r for r in board.iter_rows(named=True) if r["group"] == "ranked"}
     missing = [e.name for e in encoders if e.name not in rows]
@@ -257,22 +293,30 @@ def verdict(board: "pl.DataFrame", encoders: Sequence[DemoEncoder]) -> str:
     wins = [e for e in learned if rows[e.name]["average"] > rows[best_base.name]["average"]]
     if len(wins) == len(learned):
         apart = all(
-            rows[e.name]["ci_low"] is not None and rows[b.name]["ci_high"] is not None
+            rows[e.name]["ci_low"] is not None
+            and rows[b.name]["ci_high"] is not None
             and rows[e.name]["ci_low"] > rows[b.name]["ci_high"]
-            for e in learned for b in baselines
+            for e in learned
+            for b in baselines
         )
         if apart:
             lines.append("The pretrained encoders beat random init and hu-hist, with CIs that do not overlap.")
         else:
-            lines.append("The pretrained encoders score higher than random init and hu-hist, but their CIs overlap: "
-                         "on this many test patients the difference is not established.")
+            lines.append(
+                "The pretrained encoders score higher than random init and hu-hist, but their CIs overlap: "
+                "on this many test patients the difference is not established."
+            )
         lines += _paired(rows, encoders)
     elif wins:
-        lines.append(f"Only {', '.join(e.role for e in wins)} beats the best baseline ({best_base.role}); "
-                     f"{', '.join(e.role for e in learned if e not in wins)} does not.")
+        lines.append(
+            f"Only {', '.join(e.role for e in wins)} beats the best baseline ({best_base.role}); "
+            f"{', '.join(e.role for e in learned if e not in wins)} does not."
+        )
     else:
-        lines.append(f"The pretrained encoders do NOT beat the best baseline ({best_base.role}) here: a few minutes of "
-                     "pretraining on a phantom cohort did not give better features for this task.")
+        lines.append(
+            f"The pretrained encoders do NOT beat the best baseline ({best_base.role}) here: a few minutes of "
+            "pretraining on a phantom cohort did not give better features for this task."
+        )
     return " ".join(lines)
 
 
@@ -299,7 +343,7 @@ def run_demo(
     *,
     quick: bool = False,
     say: Say = print,
-    run_progress: Callable[[], AbstractContextManager["RunProgress | None"]] | None = None,
+    run_progress: Callable[[], AbstractContextManager[RunProgress | None]] | None = None,
 ) -> DemoResult:
     """Run the demo into ``out``; ``say`` gets one line per step, ``run_progress`` gives the display of the runs.
 
@@ -338,21 +382,35 @@ def run_demo(
         _embed(encoders, root, say)
         lap("embed")
         say(f"[4/6] {TASK} on all four encoders: the same stored split, a fresh ABMIL head per fold")
-        with (run_progress() if run_progress is not None else _nothing()) as progress:
-            runs = run_task(TASK, [e.name for e in encoders], root=root, epochs=size.run_epochs, device="cpu",
-                            progress=progress)
+        with run_progress() if run_progress is not None else _nothing() as progress:
+            runs = run_task(
+                TASK, [e.name for e in encoders], root=root, epochs=size.run_epochs, device="cpu", progress=progress
+            )
         if len(runs) != len(encoders):
-            raise ClearbenchError(f"only {len(runs)} of {len(encoders)} encoders could run {TASK}; see the messages above")
+            raise ClearbenchError(
+                f"only {len(runs)} of {len(encoders)} encoders could run {TASK}; see the messages above"
+            )
         lap("run")
-        say("[5/6] the leaderboard: mean ± std over folds, bootstrap CI over test patients, paired test against the best")
+        say(
+            "[5/6] the leaderboard: mean ± std over folds, bootstrap CI over test patients, paired test against the best"
+        )
         board, files = _leaderboard(encoders, out)
         lap("leaderboard")
         say("[6/6] the HTML board, with attention plots across slices for each run")
         board_path, plots = _board(out, root, size)
         lap("board")
     return DemoResult(
-        out=out, home=home, cohort=root, size=size, encoders=encoders, leaderboard=board, leaderboard_files=files,
-        plots=plots, board=board_path, verdict=verdict(board, encoders), seconds=seconds,
+        out=out,
+        home=home,
+        cohort=root,
+        size=size,
+        encoders=encoders,
+        leaderboard=board,
+        leaderboard_files=files,
+        plots=plots,
+        board=board_path,
+        verdict=verdict(board, encoders),
+        seconds=seconds,
     )
 
 
@@ -369,11 +427,19 @@ def next_commands(result: DemoResult) -> list[tuple[str, str]]:
         ("this demo's leaderboard, as markdown", f"{home} clearbench leaderboard {TASK} --format md"),
         ("attention across slices for one encoder", f"{home} clearbench explain {TASK} --encoder {best}"),
         ("the split every encoder was tested on", f"{home} clearbench splits {TASK}"),
-        ("your DeepLesion download: what is read, what is wrong", "clearbench scans --dataset deeplesion --root /data/DeepLesion"),
+        (
+            "your DeepLesion download: what is read, what is wrong",
+            "clearbench scans --dataset deeplesion --root /data/DeepLesion",
+        ),
         ("embed it (resumable)", "clearbench embed --encoder hu-hist --dataset deeplesion --root /data/DeepLesion"),
-        ("pretrain LECL-0 as the paper did", "clearbench pretrain --arch mambaout --method lecl --lam 0 --root /data/DeepLesion "
-                                            "--exclude-test-of task1"),
-        ("task 1 with the paper's recipe, then the board", "clearbench run task1 --root /data/DeepLesion && clearbench leaderboard task1"),
+        (
+            "pretrain LECL-0 as the paper did",
+            "clearbench pretrain --arch mambaout --method lecl --lam 0 --root /data/DeepLesion --exclude-test-of task1",
+        ),
+        (
+            "task 1 with the paper's recipe, then the board",
+            "clearbench run task1 --root /data/DeepLesion && clearbench leaderboard task1",
+        ),
     ]
 
 

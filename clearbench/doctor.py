@@ -47,10 +47,23 @@ def report() -> dict[str, Any]:
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
         "packages": {
             name: _pkg_version(name)
-            for name in ("timm", "open_clip_torch", "lancedb", "pyarrow", "polars", "pydicom", "nibabel", "scikit-learn")
+            for name in (
+                "timm",
+                "open_clip_torch",
+                "lancedb",
+                "pyarrow",
+                "polars",
+                "pydicom",
+                "nibabel",
+                "scikit-learn",
+            )
         },
         "extras": {
-            extra: {"installed": extra_installed(extra), "enables": what, "install": f"pip install 'clearbench[{extra}]'"}
+            extra: {
+                "installed": extra_installed(extra),
+                "enables": what,
+                "install": f"pip install 'clearbench[{extra}]'",
+            }
             for extra, (_, what) in EXTRAS.items()
         },
         "home": str(home()),

@@ -78,8 +78,12 @@ class LoggedProgress(Progress):
     """
 
     def __init__(
-        self, *columns: str | ProgressColumn, console: Console | None = None, disable: bool = False,
-        every: float | None = None, **options: Any,
+        self,
+        *columns: str | ProgressColumn,
+        console: Console | None = None,
+        disable: bool = False,
+        every: float | None = None,
+        **options: Any,
     ) -> None:
         console = console if console is not None else Console(stderr=True)
         self.plain = not disable and not console.is_terminal

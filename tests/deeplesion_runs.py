@@ -10,9 +10,6 @@ slice, in the abdomen window only, so its head has something near the key slices
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
-from dataclasses import dataclass
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,7 +50,11 @@ def write_table(store: Path, root: Path, encoder: str, seed: int) -> None:
         lung = rng.normal(size=(n, DIM)).astype(np.float32)
         slices = np.concatenate([np.arange(n), np.arange(n)])
         window = np.array(["abdomen"] * n + ["lung"] * n)
-        scans.append(ScanEmbeddings(rec.scan_id, rec.patient_id, window, slices, slices.astype(float), np.vstack([abdomen, lung])))
+        scans.append(
+            ScanEmbeddings(
+                rec.scan_id, rec.patient_id, window, slices, slices.astype(float), np.vstack([abdomen, lung])
+            )
+        )
     table.write(scans)
 
 
@@ -106,5 +107,21 @@ def two_encoder_run(base: Path, n_scans: int = 30, epochs: int = 6, second_task:
         (home / "tasks" / f"{SECOND_TASK}.toml").write_text(_SECOND_CARD)
     with home_at(home):
         for task in tasks:
-            main(["run", task, "--min-test-patients", "2", "--root", str(root), "--store", str(store), "--epochs", str(epochs), "--device", "cpu", "--json"])
+            main(
+                [
+                    "run",
+                    task,
+                    "--min-test-patients",
+                    "2",
+                    "--root",
+                    str(root),
+                    "--store",
+                    str(store),
+                    "--epochs",
+                    str(epochs),
+                    "--device",
+                    "cpu",
+                    "--json",
+                ]
+            )
     return DeepLesionRuns(store, root, home, tasks)

@@ -58,12 +58,26 @@ class PoolEncoder(SliceEncoder):
     The provenance is the test family's; ``provenance`` overrides entries (to fake another weights file).
     """
 
-    def __init__(self, grid: int = 4, scale: float = 1.0, nan_above: float | None = None, name: str = "pool",
-                 device: str = "cpu", provenance: dict[str, Any] | None = None, delay: float = 0.0,
-                 on_batch: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        grid: int = 4,
+        scale: float = 1.0,
+        nan_above: float | None = None,
+        name: str = "pool",
+        device: str = "cpu",
+        provenance: dict[str, Any] | None = None,
+        delay: float = 0.0,
+        on_batch: Callable[[], None] | None = None,
+    ) -> None:
         model = nn.Sequential(nn.AdaptiveAvgPool2d(grid), nn.Flatten())
-        prov = {"encoder": name, "family": "test-pool", "params": {"grid": grid, "scale": scale},
-                "preprocessing_hash": "pool-v1", "weights": "none", "weights_sha256": None}
+        prov = {
+            "encoder": name,
+            "family": "test-pool",
+            "params": {"grid": grid, "scale": scale},
+            "preprocessing_hash": "pool-v1",
+            "weights": "none",
+            "weights_sha256": None,
+        }
         super().__init__(name, grid * grid, model, device, {**prov, **(provenance or {})})
         self.scale = scale
         self.nan_above = nan_above
@@ -103,8 +117,13 @@ class MeanVolumeEncoder(VolumeEncoder):
 
     def __init__(self, name: str = "meanvol", device: str = "cpu") -> None:
         model = nn.Sequential(nn.AdaptiveAvgPool3d(2), nn.Flatten())
-        prov = {"encoder": name, "family": "test-meanvol", "preprocessing_hash": "meanvol-v1", "weights": "none",
-                "weights_sha256": None}
+        prov = {
+            "encoder": name,
+            "family": "test-meanvol",
+            "preprocessing_hash": "meanvol-v1",
+            "weights": "none",
+            "weights_sha256": None,
+        }
         super().__init__(name, 8, model, device, prov)
 
     def preprocess(self, scan: Scan) -> torch.Tensor:
@@ -124,8 +143,16 @@ def embed_child(root: str, store: str, delay: float, conn: Any) -> None:
     warnings.simplefilter("ignore")  # lancedb warns that its fork support is experimental
     conn.send("start")
     encoder = PoolEncoder(delay=delay, on_batch=lambda: conn.send("batch"))
-    summary = embed(encoder, NpyCohortReader(root), windows="abdomen,lung", batch_size=4, workers=2,
-                    store=store, progress=False, commit_seconds=0.0)
+    summary = embed(
+        encoder,
+        NpyCohortReader(root),
+        windows="abdomen,lung",
+        batch_size=4,
+        workers=2,
+        store=store,
+        progress=False,
+        commit_seconds=0.0,
+    )
     conn.send(summary.to_dict())
 
 
@@ -150,6 +177,14 @@ def optimize_child(root: str, store: str, conn: Any) -> None:
 
     EmbeddingStore.optimize = announced  # type: ignore[method-assign]  # this child process only
     conn.send("start")
-    summary = embed(PoolEncoder(), NpyCohortReader(root), windows="abdomen,lung", batch_size=4, workers=2,
-                    store=store, progress=False, commit_seconds=0.0)
+    summary = embed(
+        PoolEncoder(),
+        NpyCohortReader(root),
+        windows="abdomen,lung",
+        batch_size=4,
+        workers=2,
+        store=store,
+        progress=False,
+        commit_seconds=0.0,
+    )
     conn.send(summary.to_dict())

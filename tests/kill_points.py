@@ -28,7 +28,7 @@ def _pause_after_fold_rows(fold: int, table: str) -> None:
 
 def main(argv: list[str]) -> None:
     split = argv.index("--")
-    point, args, cli = argv[0], argv[1:split], argv[split + 1:]
+    point, args, cli = argv[0], argv[1:split], argv[split + 1 :]
     if point != "fold-commit":
         raise SystemExit(f"unknown kill point {point!r}")
     _pause_after_fold_rows(int(args[0]), args[1])

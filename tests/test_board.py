@@ -16,6 +16,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from deeplesion_runs import ENCODERS, home_at
 
 from clearbench.cli import main
 from clearbench.errors import ClearbenchError
@@ -23,13 +24,17 @@ from clearbench.htmlboard.build import METRICS, board
 from clearbench.htmlboard.page import embed_json, render_page
 from clearbench.leaderboards import leaderboard
 
-from deeplesion_runs import ENCODERS, home_at
-
 # Flags for a sandbox-less container with no network: no GPU, no QUIC, no first-run, sync, component or
 # background fetches. playwright adds its own automation flags and a fresh --user-data-dir.
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 N_BOOT = 100
 
@@ -52,7 +57,10 @@ def browser(tmp_path_factory: pytest.TempPathFactory):
         _unavailable("the playwright package is missing (pip install 'clearbench[dev]')")
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=chromium, headless=True, args=CHROMIUM_ARGS
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=chromium,
+            headless=True,
+            args=CHROMIUM_ARGS,
         )
         yield context
         context.close()
@@ -77,7 +85,9 @@ def page(browser, built):
     page = browser.new_page()
     problems: list[str] = []
     requests: list[str] = []
-    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
+    page.on(
+        "console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None
+    )
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     page.on("request", lambda r: requests.append(r.url))
     page.goto(result.path.resolve().as_uri())
@@ -93,7 +103,10 @@ def _cells(page, column: str) -> list[str]:
 
 def _rows(page) -> list[tuple[str, str]]:
     rows = page.locator("#board tbody tr.row")
-    return [(rows.nth(i).get_attribute("data-source"), rows.nth(i).get_attribute("data-encoder")) for i in range(rows.count())]
+    return [
+        (rows.nth(i).get_attribute("data-source"), rows.nth(i).get_attribute("data-encoder"))
+        for i in range(rows.count())
+    ]
 
 
 def _cell_text(mean: float | None, std: float | None) -> str:
@@ -128,7 +141,9 @@ def test_every_task_tab_has_the_expected_rows(page, built, deeplesion_runs) -> N
         page.uncheck("#show-published")
         assert _rows(page) == [(s, e) for s, e in zip(df["source"], df["encoder"]) if s != "published"]
         page.check("#show-published")
-    assert any(s == "published" for s, _ in zip(expected["task1"]["auc"]["source"], expected["task1"]["auc"]["encoder"]))
+    assert any(
+        s == "published" for s, _ in zip(expected["task1"]["auc"]["source"], expected["task1"]["auc"]["encoder"])
+    )
 
 
 @pytest.mark.slow
@@ -197,7 +212,19 @@ def test_board_cli_reports_size_and_refuses_an_empty_store(built, deeplesion_run
     assert 5_000 < result.size < 200_000
     assert sum(result.rows.values()) > 4 and all(p.is_file() for p in result.plots)
     with home_at(deeplesion_runs.home):
-        main(["board", "--store", str(deeplesion_runs.store), "--out", str(tmp_path / "b"), "--plots", "0", "--bootstrap", "0"])
+        main(
+            [
+                "board",
+                "--store",
+                str(deeplesion_runs.store),
+                "--out",
+                str(tmp_path / "b"),
+                "--plots",
+                "0",
+                "--bootstrap",
+                "0",
+            ]
+        )
     assert "KiB" in capsys.readouterr().out and (tmp_path / "b" / "index.html").is_file()
     with pytest.raises(ClearbenchError, match="no finished runs"):
         board(tmp_path / "empty", store=tmp_path / "no-store")

@@ -33,15 +33,49 @@ TINY: dict[str, tuple[dict[str, Any], dict[str, Any]] | None] = {
     "biomedclip": ({"model_name": "test_vit", "embed_dim": 16}, {"size": 160, "crop": 160}),
     "vit-convb": ({"img_size": 64, "embed_dim": 64, "depth": 1, "num_heads": 2}, PREP_64),
     "vmamba": ({"depths": [1, 1, 1, 1], "dims": [16, 32, 64, 128], "ssm_d_state": 4}, PREP_64),
-    "sam2": ({"embed_dim": 16, "num_heads": 1, "stages": [1, 1, 2, 1], "global_att_blocks": [3],
-              "window_pos_embed_bkg_spatial_size": [7, 7], "window_spec": [8, 4, 4, 2], "d_model": 32}, PREP_64),
-    "ctclip": ({"dim": 32, "codebook_size": 16, "image_size": 32, "patch_size": 8, "temporal_patch_size": 4,
-                "spatial_depth": 1, "temporal_depth": 1, "dim_head": 8, "heads": 2, "dim_latent": 8},
-               {"shape": [8, 32, 32]}),
+    "sam2": (
+        {
+            "embed_dim": 16,
+            "num_heads": 1,
+            "stages": [1, 1, 2, 1],
+            "global_att_blocks": [3],
+            "window_pos_embed_bkg_spatial_size": [7, 7],
+            "window_spec": [8, 4, 4, 2],
+            "d_model": 32,
+        },
+        PREP_64,
+    ),
+    "ctclip": (
+        {
+            "dim": 32,
+            "codebook_size": 16,
+            "image_size": 32,
+            "patch_size": 8,
+            "temporal_patch_size": 4,
+            "spatial_depth": 1,
+            "temporal_depth": 1,
+            "dim_head": 8,
+            "heads": 2,
+            "dim_latent": 8,
+        },
+        {"shape": [8, 32, 32]},
+    ),
     "merlin": ({"layers": [1, 1, 1, 1], "class_nb": 8}, {"shape": [32, 32, 16]}),
-    "hf": ({"pooling": "cls", "config": {"model_type": "dinov2", "hidden_size": 32, "num_hidden_layers": 1,
-                                         "num_attention_heads": 2, "intermediate_size": 64, "image_size": 28,
-                                         "patch_size": 14}}, {}),
+    "hf": (
+        {
+            "pooling": "cls",
+            "config": {
+                "model_type": "dinov2",
+                "hidden_size": 32,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "intermediate_size": 64,
+                "image_size": 28,
+                "patch_size": 14,
+            },
+        },
+        {},
+    ),
 }
 BUILTIN = sorted(p.stem for p in builtin_card_dir().glob("*.toml"))
 
@@ -52,8 +86,13 @@ def _tiny_variant(name: str):
     if tiny is None:
         return card
     params, preprocessing = tiny
-    return replace(card, dim=None, weights=WeightsSpec(random=True, seed=0), params={**card.params, **params},
-                   preprocessing={**card.preprocessing, **preprocessing})
+    return replace(
+        card,
+        dim=None,
+        weights=WeightsSpec(random=True, seed=0),
+        params={**card.params, **params},
+        preprocessing={**card.preprocessing, **preprocessing},
+    )
 
 
 def test_every_builtin_family_has_a_tiny_variant():
@@ -71,8 +110,17 @@ def test_every_builtin_card_conforms(name: str):
     report = check_card(card)
     assert report.passed, [(c.name, c.detail) for c in report.failures]
     names = [c.name for c in report.checks]
-    assert names == ["load", "eval mode", "shape and dtype", "finite", "batch = items", "repeatable",
-                     "input untouched", "provenance", "no network"]
+    assert names == [
+        "load",
+        "eval mode",
+        "shape and dtype",
+        "finite",
+        "batch = items",
+        "repeatable",
+        "input untouched",
+        "provenance",
+        "no network",
+    ]
     assert report.weights == ("none" if card.weights.none else "random:0")
 
 
@@ -143,12 +191,15 @@ def _family(name: str, module: type[nn.Module], *, train: bool = False) -> type[
     return Broken
 
 
-@pytest.mark.parametrize(("module", "train", "failing", "reason"), [
-    (_NanPool, False, {"finite"}, "NaN or infinite"),
-    (_BatchNormalised, False, {"batch = items"}, "max |batch - items|"),
-    (_Phoning, False, {"no network"}, "example.org"),
-    (_TrainingMode, True, {"eval mode", "batch = items", "repeatable"}, "training mode"),
-])
+@pytest.mark.parametrize(
+    ("module", "train", "failing", "reason"),
+    [
+        (_NanPool, False, {"finite"}, "NaN or infinite"),
+        (_BatchNormalised, False, {"batch = items"}, "max |batch - items|"),
+        (_Phoning, False, {"no network"}, "example.org"),
+        (_TrainingMode, True, {"eval mode", "batch = items", "repeatable"}, "training mode"),
+    ],
+)
 def test_a_broken_family_fails_with_the_reason(monkeypatch, module, train, failing, reason):
     monkeypatch.setitem(family_module.BUILTIN_FAMILIES, "broken", _family("broken", module, train=train))
     write_card({"name": "broken-enc", "family": "broken", "weights": "random:0"})
@@ -202,7 +253,6 @@ def test_random_variant_keeps_none_and_random_cards():
     assert random_variant(card).weights.random and random_variant(card).params == {"variant": "femto"}
     none = parse_card({"name": "h", "family": "hu-hist", "weights": "none"})
     assert random_variant(none) is none
-
 
 
 class _Jitter(_Pool):

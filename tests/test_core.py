@@ -38,7 +38,13 @@ def test_custom_and_unknown_windows() -> None:
 
 def test_scan_checks_its_volume_and_z_order() -> None:
     hu = np.zeros((3, 4, 4), dtype=np.int16)
-    scan = Scan("s1", "p1", hu, (2.0, 0.5, 0.5), lesions=[Lesion(2, (0, 0, 1, 1)), Lesion(0, (1, 1, 2, 2)), Lesion(2, (1, 1, 3, 3))])
+    scan = Scan(
+        "s1",
+        "p1",
+        hu,
+        (2.0, 0.5, 0.5),
+        lesions=[Lesion(2, (0, 0, 1, 1)), Lesion(0, (1, 1, 2, 2)), Lesion(2, (1, 1, 3, 3))],
+    )
     np.testing.assert_array_equal(scan.z_mm, [0.0, 2.0, 4.0])
     assert scan.key_slices == [0, 2] and scan.n_slices == 3 and scan.shape == (3, 4, 4)
     with pytest.raises(ValueError, match="int16"):
@@ -62,7 +68,9 @@ def test_dataset_root_from_flag_then_config(tmp_path) -> None:  # type: ignore[n
     assert store_path() == config_path().parent / "store"
 
 
-@pytest.mark.parametrize("text", ['datasets = "/data"\n', "[datasets]\ndeeplesion = 5\n", "[datasets.deeplesion]\nroot = 5\n"])
+@pytest.mark.parametrize(
+    "text", ['datasets = "/data"\n', "[datasets]\ndeeplesion = 5\n", "[datasets.deeplesion]\nroot = 5\n"]
+)
 def test_a_malformed_datasets_section_is_one_error_naming_the_config_file(text: str) -> None:
     config_path().parent.mkdir(parents=True, exist_ok=True)
     config_path().write_text(text)
@@ -98,7 +106,12 @@ def test_errors_are_one_line_without_traceback_unless_debug(tmp_path) -> None:  
     ],
 )
 def test_usage_errors_show_usage_not_a_traceback(args: list[str], code: int, expected: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "clearbench", *args], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    result = subprocess.run(
+        [sys.executable, "-m", "clearbench", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert result.returncode == code, result.stderr
     assert "Traceback" not in result.stderr
     assert expected in result.stdout + result.stderr

@@ -9,7 +9,6 @@ deterministic weights and input built by :func:`_hash_fill` below. They pin the 
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
@@ -28,22 +27,153 @@ from clearbench.encoders.registry import load_encoder
 from clearbench.errors import ClearbenchError, InputError
 from clearbench.scans.scan import Scan
 
-TINY = {**CTCLIP_PARAMS, "dim": 32, "codebook_size": 16, "image_size": 32, "patch_size": 8,
-        "temporal_patch_size": 4, "spatial_depth": 1, "temporal_depth": 1, "dim_head": 8, "heads": 2, "dim_latent": 8}
+TINY = {
+    **CTCLIP_PARAMS,
+    "dim": 32,
+    "codebook_size": 16,
+    "image_size": 32,
+    "patch_size": 8,
+    "temporal_patch_size": 4,
+    "spatial_depth": 1,
+    "temporal_depth": 1,
+    "dim_head": 8,
+    "heads": 2,
+    "dim_latent": 8,
+}
 TINY_PREP = {"shape": [8, 32, 32]}
 
 # Upstream on _hash_fill weights (dim_latent 8) and _hash_input(): see the module docstring.
 UPSTREAM_PRE_VQ = [  # (tokens * linspace(-1, 1, 32)).sum(-1), flattened (b, t, h, w), before quantisation
-    0.1233, -0.1187, -0.544, -2.107, -0.0863, -1.8424, -1.2849, -0.2349, -1.0946, -2.0607, -1.1794, -0.7041,
-    -1.4319, -0.6444, -1.4242, -2.6615, 0.6499, 0.445, -0.1517, -1.5788, 0.4452, -1.7095, -0.6107, -1.2452,
-    -0.6617, -3.0478, -0.9015, -0.9726, -1.0723, -0.8707, -1.2699, -3.2675, -3.8515, -3.8533, -1.0388, -4.296,
-    -2.8916, -4.3645, 0.2581, -1.7051, -2.3534, -3.7692, -2.3953, -2.7807, -3.1429, -3.0282, -1.4997, -3.7484,
-    -3.3144, -4.1701, -0.8553, -3.8058, -3.0908, -4.6789, -0.7996, -1.7875, -1.6609, -4.1026, -1.7662, -3.3112,
-    -2.685, -3.5609, -1.4202, -3.8008,
+    0.1233,
+    -0.1187,
+    -0.544,
+    -2.107,
+    -0.0863,
+    -1.8424,
+    -1.2849,
+    -0.2349,
+    -1.0946,
+    -2.0607,
+    -1.1794,
+    -0.7041,
+    -1.4319,
+    -0.6444,
+    -1.4242,
+    -2.6615,
+    0.6499,
+    0.445,
+    -0.1517,
+    -1.5788,
+    0.4452,
+    -1.7095,
+    -0.6107,
+    -1.2452,
+    -0.6617,
+    -3.0478,
+    -0.9015,
+    -0.9726,
+    -1.0723,
+    -0.8707,
+    -1.2699,
+    -3.2675,
+    -3.8515,
+    -3.8533,
+    -1.0388,
+    -4.296,
+    -2.8916,
+    -4.3645,
+    0.2581,
+    -1.7051,
+    -2.3534,
+    -3.7692,
+    -2.3953,
+    -2.7807,
+    -3.1429,
+    -3.0282,
+    -1.4997,
+    -3.7484,
+    -3.3144,
+    -4.1701,
+    -0.8553,
+    -3.8058,
+    -3.0908,
+    -4.6789,
+    -0.7996,
+    -1.7875,
+    -1.6609,
+    -4.1026,
+    -1.7662,
+    -3.3112,
+    -2.685,
+    -3.5609,
+    -1.4202,
+    -3.8008,
 ]
 UPSTREAM_CODES = [
-    4, 4, 4, 4, 4, 4, 11, 11, 4, 9, 4, 11, 4, 4, 3, 4, 4, 11, 4, 4, 11, 11, 11, 11, 4, 3, 11, 11, 4, 4, 4, 4,
-    5, 4, 4, 11, 4, 11, 11, 11, 4, 11, 4, 11, 4, 11, 4, 11, 11, 4, 4, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 4, 11,
+    4,
+    4,
+    4,
+    4,
+    4,
+    4,
+    11,
+    11,
+    4,
+    9,
+    4,
+    11,
+    4,
+    4,
+    3,
+    4,
+    4,
+    11,
+    4,
+    4,
+    11,
+    11,
+    11,
+    11,
+    4,
+    3,
+    11,
+    11,
+    4,
+    4,
+    4,
+    4,
+    5,
+    4,
+    4,
+    11,
+    4,
+    11,
+    11,
+    11,
+    4,
+    11,
+    4,
+    11,
+    4,
+    11,
+    4,
+    11,
+    11,
+    4,
+    4,
+    11,
+    11,
+    11,
+    11,
+    11,
+    11,
+    11,
+    11,
+    11,
+    11,
+    11,
+    4,
+    11,
 ]
 UPSTREAM_EMBEDDING = [
     [0.354094, 0.347357, 0.354885, 0.368835, 0.327053, 0.336929, 0.374327, 0.362453],
@@ -63,8 +193,14 @@ def _published_layout(p: dict) -> dict[str, torch.Tensor]:
     for name, n_out in (("to_pixels_first_frame", pp), ("to_pixels", pt * pp)):
         sd[f"{vt}{name}.0.weight"], sd[f"{vt}{name}.0.bias"] = torch.zeros(n_out, dim), torch.zeros(n_out)
     for idx, n in ((1, pp), (3, dim)):
-        sd[f"{vt}to_patch_emb_first_frame.{idx}.weight"], sd[f"{vt}to_patch_emb_first_frame.{idx}.bias"] = torch.zeros(n), torch.zeros(n)
-    sd[f"{vt}to_patch_emb_first_frame.2.weight"], sd[f"{vt}to_patch_emb_first_frame.2.bias"] = torch.zeros(dim, pp), torch.zeros(dim)
+        sd[f"{vt}to_patch_emb_first_frame.{idx}.weight"], sd[f"{vt}to_patch_emb_first_frame.{idx}.bias"] = (
+            torch.zeros(n),
+            torch.zeros(n),
+        )
+    sd[f"{vt}to_patch_emb_first_frame.2.weight"], sd[f"{vt}to_patch_emb_first_frame.2.bias"] = (
+        torch.zeros(dim, pp),
+        torch.zeros(dim),
+    )
     for part, depth in (("spatial", p["spatial_depth"]), ("temporal", p["temporal_depth"])):
         for i in range(depth):
             att = f"{vt}enc_{part}_transformer.layers.{i}.1."
@@ -107,8 +243,15 @@ def _full_checkpoint(p: dict) -> dict[str, torch.Tensor]:
 
 
 def _card(name: str, weights, params=None, preprocessing=None) -> None:
-    write_card({"name": name, "family": "ctclip", "weights": weights,
-                "params": params or {}, "preprocessing": preprocessing or {}})
+    write_card(
+        {
+            "name": name,
+            "family": "ctclip",
+            "weights": weights,
+            "params": params or {},
+            "preprocessing": preprocessing or {},
+        }
+    )
 
 
 def _scan(hu: np.ndarray, spacing=(1.5, 0.75, 0.75)) -> Scan:
@@ -206,7 +349,12 @@ def test_checkpoint_missing_the_projection_names_the_key():
 
 
 def test_preprocessing_shape_must_fit_the_model():
-    _card("ctclip-misfit", "random:0", {"image_size": 32, "patch_size": 8, "temporal_patch_size": 4}, {"shape": [10, 32, 32]})
+    _card(
+        "ctclip-misfit",
+        "random:0",
+        {"image_size": 32, "patch_size": 8, "temporal_patch_size": 4},
+        {"shape": [10, 32, 32]},
+    )
     with pytest.raises(ClearbenchError, match="does not fit CTViT"):
         load_encoder("ctclip-misfit")
 
@@ -243,4 +391,3 @@ def test_in_plane_transpose_puts_scan_columns_on_height():
     assert torch.all(out[:, 2, 4:12] == 1.0)  # H = X: row 2 after padding 12 -> 16; W = Y: 8 -> 16, offset 4
     flat = ctclip_preprocess(hu, (1.5, 0.75, 0.75), {**settings, "transpose_in_plane": False})
     assert torch.all(flat[:, 4:12, 2] == 1.0)
-

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from render_spy import write_and_capture
 
 import clearbench.scans.synth.deeplesion as synth_dl
 from clearbench.errors import InputError
@@ -17,7 +18,6 @@ from clearbench.scans.deeplesion import DL_COLUMNS, DeepLesionReader, decode_png
 from clearbench.scans.problems import ProblemLog
 from clearbench.scans.registry import open_dataset
 from clearbench.scans.synth.phantom import LESION_HU
-from render_spy import write_and_capture
 
 N_SERIES = 10
 
@@ -110,8 +110,11 @@ def test_runs_gaps_and_patient_level_split(cohort: tuple[Path, list[np.ndarray]]
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
     def digest(root: Path) -> dict[str, str]:
-        return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(root.rglob("*")) if p.is_file()}
+        return {
+            str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*"))
+            if p.is_file()
+        }
 
     a = digest(synth_dl.write_cohort(tmp_path / "a", 3, seed=9))
     b = digest(synth_dl.write_cohort(tmp_path / "b", 3, seed=9))

@@ -33,27 +33,42 @@ def _board(rows: dict[str, tuple[float, float, float]], apart: tuple[str, ...] =
 
 
 def test_the_verdict_says_when_learned_encoders_win_with_separate_intervals() -> None:
-    board = _board({"moco": (85.0, 80.0, 90.0), "lecl": (88.0, 83.0, 92.0), "rand": (60.0, 52.0, 68.0), "hist": (70.0, 64.0, 76.0)})
+    board = _board(
+        {"moco": (85.0, 80.0, 90.0), "lecl": (88.0, 83.0, 92.0), "rand": (60.0, 52.0, 68.0), "hist": (70.0, 64.0, 76.0)}
+    )
     text = verdict(board, ENCODERS)
     assert "MoCo 85.0 [80.0, 90.0]" in text and "hu-hist 70.0 [64.0, 76.0]" in text
     assert "beat random init and hu-hist, with CIs that do not overlap" in text
 
 
 def test_the_verdict_says_overlapping_intervals_establish_nothing() -> None:
-    board = _board({"moco": (75.0, 66.0, 84.0), "lecl": (74.0, 65.0, 83.0), "rand": (60.0, 52.0, 68.0), "hist": (70.0, 62.0, 78.0)})
+    board = _board(
+        {"moco": (75.0, 66.0, 84.0), "lecl": (74.0, 65.0, 83.0), "rand": (60.0, 52.0, 68.0), "hist": (70.0, 62.0, 78.0)}
+    )
     assert "but their CIs overlap" in verdict(board, ENCODERS)
 
 
 def test_the_verdict_says_plainly_when_the_baseline_wins() -> None:
-    board = _board({"moco": (61.0, 55.0, 67.0), "lecl": (66.0, 60.0, 72.0), "rand": (58.0, 50.0, 66.0), "hist": (80.0, 74.0, 86.0)})
+    board = _board(
+        {"moco": (61.0, 55.0, 67.0), "lecl": (66.0, 60.0, 72.0), "rand": (58.0, 50.0, 66.0), "hist": (80.0, 74.0, 86.0)}
+    )
     assert "do NOT beat the best baseline (hu-hist)" in verdict(board, ENCODERS)
-    one = _board({"moco": (61.0, 55.0, 67.0), "lecl": (82.0, 76.0, 88.0), "rand": (58.0, 50.0, 66.0), "hist": (80.0, 74.0, 86.0)})
+    one = _board(
+        {"moco": (61.0, 55.0, 67.0), "lecl": (82.0, 76.0, 88.0), "rand": (58.0, 50.0, 66.0), "hist": (80.0, 74.0, 86.0)}
+    )
     assert "Only LECL-0 beats the best baseline (hu-hist); MoCo does not" in verdict(one, ENCODERS)
 
 
 def test_no_verdict_when_a_row_is_not_ranked_on_the_same_patients() -> None:
-    board = _board({"moco": (85.0, 80.0, 90.0), "lecl": (88.0, 83.0, 92.0), "rand": (60.0, 52.0, 68.0), "hist": (70.0, 64.0, 76.0)},
-                   apart=("hist",))
+    board = _board(
+        {
+            "moco": (85.0, 80.0, 90.0),
+            "lecl": (88.0, 83.0, 92.0),
+            "rand": (60.0, 52.0, 68.0),
+            "hist": (70.0, 64.0, 76.0),
+        },
+        apart=("hist",),
+    )
     assert verdict(board, ENCODERS).startswith("no verdict: hist could not be ranked")
 
 
@@ -91,7 +106,9 @@ def test_quick_demo_end_to_end_then_again_reusing_everything(tmp_path: Path) -> 
 
 
 def test_the_verdict_reports_the_paired_test_of_the_best_learned_row_against_each_baseline() -> None:
-    board = _board({"moco": (75.8, 69.4, 80.3), "lecl": (74.3, 69.3, 78.1), "rand": (67.5, 61.4, 71.4), "hist": (72.0, 65.4, 76.9)})
+    board = _board(
+        {"moco": (75.8, 69.4, 80.3), "lecl": (74.3, 69.3, 78.1), "rand": (67.5, 61.4, 71.4), "hist": (72.0, 65.4, 76.9)}
+    )
     board = board.with_columns(pl.Series("p_value", [None, 0.206, 0.002, 0.256]), pl.Series("rank", [1, 2, 4, 3]))
     assert verdict(board, ENCODERS).endswith(
         "Paired bootstrap test of MoCo against each baseline on the same patients: random init p = 0.002; hu-hist p = 0.256."

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from embed_doubles import MeanVolumeEncoder, NpyCohortReader, PoolEncoder, reference_vectors, write_npy_cohort
 
 from clearbench.embedding import embed
 from clearbench.embedding.batches import window_into
 from clearbench.errors import ClearbenchError, InputError
 from clearbench.scans.windows import WINDOWS, apply_window
 from clearbench.store import DimensionMismatchError, EmbeddingStore, ProvenanceMismatchError
-from embed_doubles import MeanVolumeEncoder, NpyCohortReader, PoolEncoder, reference_vectors, write_npy_cohort
 
 
 @pytest.fixture
@@ -148,7 +148,10 @@ def test_windows_default_per_dataset_or_must_be_given(cohort):
     with pytest.raises(ClearbenchError, match="unknown window 'liver'"):
         run(cohort, windows="liver")
     summary = run(cohort, windows="soft:-100:200", limit=1)
-    assert summary.windows == ["soft"] and EmbeddingStore().provenance(summary.table)["windows"]["soft"] == [-100.0, 200.0]
+    assert summary.windows == ["soft"] and EmbeddingStore().provenance(summary.table)["windows"]["soft"] == [
+        -100.0,
+        200.0,
+    ]
 
 
 def test_scans_of_different_sizes_share_a_run(tmp_path):

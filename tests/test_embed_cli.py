@@ -34,8 +34,9 @@ def json_lines(text: str) -> list[dict]:
 
 
 def test_embed_resume_and_store_commands(cohort):
-    first = json_lines(invoke("embed", "--encoder", "hu-hist", "--dataset", "deeplesion", "--root", str(cohort),
-                              "--json").stdout)[0]
+    first = json_lines(
+        invoke("embed", "--encoder", "hu-hist", "--dataset", "deeplesion", "--root", str(cohort), "--json").stdout
+    )[0]
     assert first["table"] == TABLE and first["windows"] == ["abdomen", "lung"]
     assert (first["scans_total"], first["scans_done"], first["scans_skipped"], first["scans_failed"]) == (4, 4, 0, 0)
     assert first["rows_written"] == first["slices_embedded"] > 0
@@ -69,7 +70,9 @@ def test_embed_resume_and_store_commands(cohort):
 def write_card(name: str, bins: int) -> None:
     folder = user_card_dir("encoders")
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.toml").write_text(f'name = "{name}"\nfamily = "hu-hist"\nweights = "none"\n[params]\nbins = {bins}\n')
+    (folder / f"{name}.toml").write_text(
+        f'name = "{name}"\nfamily = "hu-hist"\nweights = "none"\n[params]\nbins = {bins}\n'
+    )
 
 
 def one_line_error(capsys, *argv: str) -> str:
@@ -82,7 +85,19 @@ def one_line_error(capsys, *argv: str) -> str:
 
 
 def test_mismatched_encoder_is_refused_with_the_fix(cohort, capsys):
-    base = ["embed", "--dataset", "deeplesion", "--root", str(cohort), "--windows", "lung", "--limit", "1", "--table", "t"]
+    base = [
+        "embed",
+        "--dataset",
+        "deeplesion",
+        "--root",
+        str(cohort),
+        "--windows",
+        "lung",
+        "--limit",
+        "1",
+        "--table",
+        "t",
+    ]
     invoke(*base, "--encoder", "hu-hist")
     write_card("hu-hist-8", bins=8)
     err = one_line_error(capsys, *base, "--encoder", "hu-hist-8")
@@ -109,8 +124,21 @@ def test_a_corrupt_scan_is_reported_in_one_line_and_skipped(tmp_path, capsys):
     assert errors and all(folders[1].name in line for line in errors)
     assert EmbeddingStore().scan_ids(TABLE) == [folders[0].name, folders[2].name]
 
-    err = one_line_error(capsys, "embed", "-e", "hu-hist", "-d", "deeplesion", "--root", str(root), "--windows", "lung",
-                         "--strict", "--table", "strict")
+    err = one_line_error(
+        capsys,
+        "embed",
+        "-e",
+        "hu-hist",
+        "-d",
+        "deeplesion",
+        "--root",
+        str(root),
+        "--windows",
+        "lung",
+        "--strict",
+        "--table",
+        "strict",
+    )
     assert folders[1].name in err
 
 

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 import pytest
+from embed_doubles import NpyCohortReader, PoolEncoder, embed_child, optimize_child, write_npy_cohort
 
 from clearbench.embedding import embed
 from clearbench.store import EmbeddingStore
-from embed_doubles import NpyCohortReader, PoolEncoder, embed_child, optimize_child, write_npy_cohort
 
 TABLE = "npycohort__pool"
 
@@ -94,8 +94,14 @@ def cohort(tmp_path):
 @pytest.fixture
 def reference(cohort, tmp_path):
     """The table of one uninterrupted run."""
-    embed(PoolEncoder(), NpyCohortReader(cohort), windows="abdomen,lung", batch_size=4, store=tmp_path / "ref",
-          progress=False)
+    embed(
+        PoolEncoder(),
+        NpyCohortReader(cohort),
+        windows="abdomen,lung",
+        batch_size=4,
+        store=tmp_path / "ref",
+        progress=False,
+    )
     keys, vectors = table_state(tmp_path / "ref")
     assert len(keys) == sum(expected_rows(cohort).values())
     return vectors
@@ -150,8 +156,15 @@ def test_sigkill_during_the_final_optimize_leaves_the_whole_table_and_a_rerun_co
     with monkeypatch.context() as patched:
         patched.setattr(EmbeddingStore, "optimize", lambda *_a, **_k: None)
         for limit in range(3, 31, 3):
-            embed(PoolEncoder(), NpyCohortReader(cohort), windows="abdomen,lung", batch_size=4, store=template,
-                  limit=limit, progress=False)
+            embed(
+                PoolEncoder(),
+                NpyCohortReader(cohort),
+                windows="abdomen,lung",
+                batch_size=4,
+                store=template,
+                limit=limit,
+                progress=False,
+            )
     assert EmbeddingStore(template).info(TABLE)["fragments"] >= 10
     # Kills land at spread points of a compaction as long as this one (measured on a copy, not asserted on).
     probe = tmp_path / "probe"
@@ -216,12 +229,37 @@ def test_torchrun_two_gloo_processes_give_the_single_process_table(tmp_path):
 
     root = write_cohort(tmp_path / "dl", n_scans=4, seed=5, size=32)
     embed("hu-hist", "deeplesion", root=root, store=tmp_path / "one", device="cpu", progress=False)
-    common = ["embed", "--encoder", "hu-hist", "--dataset", "deeplesion", "--root", str(root), "--json", "--device", "cpu"]
+    common = [
+        "embed",
+        "--encoder",
+        "hu-hist",
+        "--dataset",
+        "deeplesion",
+        "--root",
+        str(root),
+        "--json",
+        "--device",
+        "cpu",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "clearbench",
-         *common, "--store", str(tmp_path / "two")],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "clearbench",
+            *common,
+            "--store",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert two.returncode == 0, two.stderr
     (line,) = [ln for ln in two.stdout.splitlines() if ln.startswith("{")]  # rank 0 alone prints the summary
@@ -236,9 +274,12 @@ def test_torchrun_two_gloo_processes_give_the_single_process_table(tmp_path):
     one, two_ranks = tables
     assert one["key"].to_pylist() == two_ranks["key"].to_pylist()
     assert one.select(["scan_id", "patient_id", "window", "slice_idx", "z_mm"]).equals(
-        two_ranks.select(["scan_id", "patient_id", "window", "slice_idx", "z_mm"]))
-    np.testing.assert_array_equal(np.stack(one["vector"].to_numpy(zero_copy_only=False)),
-                                  np.stack(two_ranks["vector"].to_numpy(zero_copy_only=False)))
+        two_ranks.select(["scan_id", "patient_id", "window", "slice_idx", "z_mm"])
+    )
+    np.testing.assert_array_equal(
+        np.stack(one["vector"].to_numpy(zero_copy_only=False)),
+        np.stack(two_ranks["vector"].to_numpy(zero_copy_only=False)),
+    )
     # Each rank embedded only its share, so equal tables mean both shares were written; rank 0 optimized.
     info = EmbeddingStore(tmp_path / "two").info("deeplesion__hu-hist")
     assert info["fragments"] == 1 and info["scans"] == 4

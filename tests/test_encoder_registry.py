@@ -20,10 +20,19 @@ from clearbench.errors import ClearbenchError, InputError, MissingExtraError
 from clearbench.scans.problems import ProblemLog
 
 PAPER_ROWS = {
-    "biomedclip": "BiomedCLIP", "sam2": "SAM2", "ctclip": "CT-CLIP", "merlin": "Merlin",
-    "mambaout-moco": "MambaOut-MoCo", "mambaout-lecl0": "MambaOut-LECL-0", "mambaout-lecl1": "MambaOut-LECL-1",
-    "vmamba-moco": "VMamba-MoCo", "vmamba-lecl0": "VMamba-LECL-0", "vmamba-lecl1": "VMamba-LECL-1",
-    "vit-convb": "ViT-ConvB", "vit-lecl0": "ViT-LECL-0", "vit-lecl1": "ViT-LECL-1",
+    "biomedclip": "BiomedCLIP",
+    "sam2": "SAM2",
+    "ctclip": "CT-CLIP",
+    "merlin": "Merlin",
+    "mambaout-moco": "MambaOut-MoCo",
+    "mambaout-lecl0": "MambaOut-LECL-0",
+    "mambaout-lecl1": "MambaOut-LECL-1",
+    "vmamba-moco": "VMamba-MoCo",
+    "vmamba-lecl0": "VMamba-LECL-0",
+    "vmamba-lecl1": "VMamba-LECL-1",
+    "vit-convb": "ViT-ConvB",
+    "vit-lecl0": "ViT-LECL-0",
+    "vit-lecl1": "ViT-LECL-1",
 }
 
 
@@ -103,7 +112,9 @@ def test_unknown_names_and_parameters_are_explained():
     with pytest.raises(ClearbenchError, match="did you mean hu-hist"):
         get_card("hu-hst")
     write_card({"name": "bad-param", "family": "hu-hist", "weights": "none", "params": {"bin": 3}})
-    with pytest.raises(InputError, match=r"bad-param\.toml: unknown family 'hu-hist' parameter 'bin' \(known: bins, max_side\)"):
+    with pytest.raises(
+        InputError, match=r"bad-param\.toml: unknown family 'hu-hist' parameter 'bin' \(known: bins, max_side\)"
+    ):
         load_encoder("bad-param")
     write_card({"name": "no-family", "family": "nope", "weights": "random"})
     with pytest.raises(ClearbenchError, match="unknown encoder family 'nope'"):
@@ -125,8 +136,15 @@ def test_card_dim_and_weights_kind_are_checked():
 
 def test_random_weights_are_seeded():
     for seed in (0, 0, 1):
-        write_card({"name": f"tiny-{seed}", "family": "mambaout", "weights": f"random:{seed}",
-                    "params": {"depths": [1, 1, 1, 1], "dims": [8, 16, 24, 32]}}, overwrite=True)
+        write_card(
+            {
+                "name": f"tiny-{seed}",
+                "family": "mambaout",
+                "weights": f"random:{seed}",
+                "params": {"depths": [1, 1, 1, 1], "dims": [8, 16, 24, 32]},
+            },
+            overwrite=True,
+        )
     x = torch.rand(2, 64, 64)
     a, b = load_encoder("tiny-0").encode(x), load_encoder("tiny-0").encode(x)
     c = load_encoder("tiny-1").encode(x)
@@ -137,9 +155,16 @@ def test_random_weights_are_seeded():
 
 
 def test_write_card_round_trips_and_refuses_to_clobber(tmp_path):
-    table = {"name": "rt", "family": "mambaout", "paper_name": "RT", "dim": 768, "citation": "c",
-             "weights": {"path": "weights/rt.pth", "env": "RT_W", "sha256": "a" * 64, "note": "n"},
-             "params": {"depths": [1, 2], "dims": [3, 4]}, "preprocessing": {"interpolation": "bicubic"}}
+    table = {
+        "name": "rt",
+        "family": "mambaout",
+        "paper_name": "RT",
+        "dim": 768,
+        "citation": "c",
+        "weights": {"path": "weights/rt.pth", "env": "RT_W", "sha256": "a" * 64, "note": "n"},
+        "params": {"depths": [1, 2], "dims": [3, 4]},
+        "preprocessing": {"interpolation": "bicubic"},
+    }
     path = write_card(table, tmp_path)
     card = read_card(path, "user")
     assert card.to_toml() == parse_card(table).to_toml() == table

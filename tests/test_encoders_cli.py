@@ -54,14 +54,18 @@ def test_show_resolves_weights_and_checks_sha256():
     torch.manual_seed(0)
     torch.save({"w": torch.randn(3)}, path)
     digest = file_sha256(path)
-    write_card({"name": "mine", "family": "mambaout", "paper_name": "Mine", "weights": {"path": str(path), "sha256": digest}})
+    write_card(
+        {"name": "mine", "family": "mambaout", "paper_name": "Mine", "weights": {"path": str(path), "sha256": digest}}
+    )
     info = json.loads(_run("encoders", "show", "mine", "--json").stdout)
     assert info["weights_path"] == str(path) and info["sha256"] == digest and info["sha256_status"] == "verified"
     assert info["source"] == "user" and info["card"]["paper_name"] == "Mine"
     out = _run("encoders", "show", "mine").output
     assert "verified" in out and digest in out and str(path.name) in out
 
-    write_card({"name": "mine", "family": "mambaout", "weights": {"path": str(path), "sha256": "1" * 64}}, overwrite=True)
+    write_card(
+        {"name": "mine", "family": "mambaout", "weights": {"path": str(path), "sha256": "1" * 64}}, overwrite=True
+    )
     assert json.loads(_run("encoders", "show", "mine", "--json").stdout)["sha256_status"] == "mismatch"
     assert "MISMATCH" in _run("encoders", "show", "mine").output
 

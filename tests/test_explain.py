@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from deeplesion_runs import ENCODERS
 from PIL import Image
 
 from clearbench.cli import main
@@ -16,19 +17,24 @@ from clearbench.explaining.api import attention_hit_rate, explain, rate_of, run_
 from clearbench.explaining.plot import attention_figure, save_figure
 from clearbench.explaining.source import ScanAttention
 
-from deeplesion_runs import ENCODERS
 
-
-def _scan(fold: int = 0, keys: tuple[int, ...] = (3, 11), scan_id: str = "000001_01_01", seed: int = 0) -> ScanAttention:
+def _scan(
+    fold: int = 0, keys: tuple[int, ...] = (3, 11), scan_id: str = "000001_01_01", seed: int = 0
+) -> ScanAttention:
     rng = np.random.default_rng(seed)
     n = 16
     attention = rng.random(3 * n)
     return ScanAttention(
-        scan_id=scan_id, patient_id="000001", fold=fold, labels=("liver", "lung"),
-        y_true=np.array([1.0, 0.0], np.float32), prob=np.array([0.8, 0.1], np.float32),
+        scan_id=scan_id,
+        patient_id="000001",
+        fold=fold,
+        labels=("liver", "lung"),
+        y_true=np.array([1.0, 0.0], np.float32),
+        prob=np.array([0.8, 0.1], np.float32),
         attention=attention / attention.sum(),
         window=np.array(["abdomen"] * n + ["lung"] * n + ["bone"] * n, dtype=object),
-        slice_idx=np.tile(np.arange(n), 3), key_slices=keys,
+        slice_idx=np.tile(np.arange(n), 3),
+        key_slices=keys,
     )
 
 
@@ -75,14 +81,31 @@ def test_run_hit_rate_averages_folds_first() -> None:
 def test_explain_plots_a_two_encoder_run(tmp_path: Path, capsys: pytest.CaptureFixture[str], deeplesion_runs) -> None:
     store = deeplesion_runs.store
     capsys.readouterr()
-    main(["explain", "task1", "--encoder", ENCODERS[0], "--store", str(store), "--out", str(tmp_path / "all"), "--json"])
+    main(
+        ["explain", "task1", "--encoder", ENCODERS[0], "--store", str(store), "--out", str(tmp_path / "all"), "--json"]
+    )
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     plotted, summary = lines[:-1], lines[-1]["hit_rate"]
     assert plotted and all(Path(p["path"]).is_file() and 0 <= p["hit_rate"] <= 1 for p in plotted)
     assert 0 <= summary["hit"] <= 1 and 0 < summary["chance"] < 1 and summary["k"] == 2
 
     one = tmp_path / "one.png"
-    main(["explain", "task1", "-e", ENCODERS[0], "--store", str(store), "--scan", plotted[0]["scan_id"], "--fold", "1", "--out", str(one)])
+    main(
+        [
+            "explain",
+            "task1",
+            "-e",
+            ENCODERS[0],
+            "--store",
+            str(store),
+            "--scan",
+            plotted[0]["scan_id"],
+            "--fold",
+            "1",
+            "--out",
+            str(one),
+        ]
+    )
     assert one.is_file() and "fold" in capsys.readouterr().out
 
     written = explain("task1", ENCODERS[1], store=store, out=tmp_path / "many", max_scans=3)

@@ -107,8 +107,12 @@ def test_image_transform_matches_torchvision_resize_and_centre_crop():
 # -- mambaout -----------------------------------------------------------------------------------------
 def _to_original_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """timm's MambaOut keys -> the original repository's (the inverse of timm's checkpoint_filter_fn)."""
-    rules = [(r"^stem\.", "downsample_layers.0."), (r"^stages\.(\d+)\.downsample\.", r"downsample_layers.\1."),
-             (r"^stages\.(\d+)\.blocks\.(\d+)\.", r"stages.\1.\2."), (r"^head\.norm\.", "norm.")]
+    rules = [
+        (r"^stem\.", "downsample_layers.0."),
+        (r"^stages\.(\d+)\.downsample\.", r"downsample_layers.\1."),
+        (r"^stages\.(\d+)\.blocks\.(\d+)\.", r"stages.\1.\2."),
+        (r"^head\.norm\.", "norm."),
+    ]
     out = {}
     for key, value in state.items():
         for pattern, repl in rules:
@@ -139,16 +143,24 @@ def test_mambaout_checkpoint_layouts_load_strictly(layout):
         obj = state
     else:
         original = {k: v for k, v in _to_original_layout(state).items() if not k.startswith("head.")}
-        original |= {"head.fc1.weight": torch.randn(128, 32), "head.norm.weight": torch.randn(128),
-                     "head.fc2.weight": torch.randn(10, 128)}
+        original |= {
+            "head.fc1.weight": torch.randn(128, 32),
+            "head.norm.weight": torch.randn(128),
+            "head.fc2.weight": torch.randn(10, 128),
+        }
         if layout == "original":
             obj = original
         else:  # a raw MoCo v3 training checkpoint
-            obj = {"epoch": 100, "arch": "mambaout",
-                   "state_dict": {**{f"module.base_encoder.{k}": v for k, v in original.items()},
-                                  **{f"module.momentum_encoder.{k}": v + 1 for k, v in original.items()},
-                                  "module.predictor.0.weight": torch.randn(4, 4)},
-                   "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]}}
+            obj = {
+                "epoch": 100,
+                "arch": "mambaout",
+                "state_dict": {
+                    **{f"module.base_encoder.{k}": v for k, v in original.items()},
+                    **{f"module.momentum_encoder.{k}": v + 1 for k, v in original.items()},
+                    "module.predictor.0.weight": torch.randn(4, 4),
+                },
+                "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]},
+            }
     path = _save(obj, f"mambaout-{layout}.pth")
     _card("mo-ckpt", "mambaout", {"path": path}, preprocessing=PREP_64)  # dims from the checkpoint
     enc = load_encoder("mo-ckpt")
@@ -204,9 +216,13 @@ def test_vit_convb_checkpoint_layouts_load_strictly(layout):
         obj = state
     else:
         base = {**state, "head.0.weight": torch.randn(32, 64), "head.1.running_mean": torch.zeros(32)}
-        obj = {"state_dict": {**{f"module.base_encoder.{k}": v for k, v in base.items()},
-                              **{f"module.momentum_encoder.{k}": v for k, v in base.items()},
-                              "module.predictor.0.weight": torch.randn(8, 8)}}
+        obj = {
+            "state_dict": {
+                **{f"module.base_encoder.{k}": v for k, v in base.items()},
+                **{f"module.momentum_encoder.{k}": v for k, v in base.items()},
+                "module.predictor.0.weight": torch.randn(8, 8),
+            }
+        }
     _card("vit-ckpt", "vit-convb", {"path": _save(obj, f"vit-{layout}.pth")}, {"num_heads": 2}, PREP_64)
     enc = load_encoder("vit-ckpt")
     assert enc.provenance["params"]["embed_dim"] == 64 and enc.provenance["params"]["depth"] == 1
@@ -220,8 +236,11 @@ def test_vit_convb_checkpoint_layouts_load_strictly(layout):
 def test_biomedclip_open_clip_layout_loads_visual_tower_only():
     source = _seeded(lambda: build_biomedclip_visual("test_vit"))  # timm's 160 px test ViT, same classes
     full = {f"visual.{k}": v for k, v in source.state_dict().items()}
-    full |= {"text.transformer.embeddings.word_embeddings.weight": torch.randn(10, 8),
-             "text.proj.0.weight": torch.randn(4, 8), "logit_scale": torch.tensor(4.6)}
+    full |= {
+        "text.transformer.embeddings.word_embeddings.weight": torch.randn(10, 8),
+        "text.proj.0.weight": torch.randn(4, 8),
+        "logit_scale": torch.tensor(4.6),
+    }
     path = _save(full, "open_clip_pytorch_model.bin")
     _card("bmc-tiny", "biomedclip", {"path": path}, {"model_name": "test_vit"}, {"size": 160, "crop": 160})
     enc = load_encoder("bmc-tiny")

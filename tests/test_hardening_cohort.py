@@ -43,8 +43,10 @@ def vectors(table: str = TABLE) -> dict[str, np.ndarray]:
 @pytest.fixture
 def two_cohorts(tmp_path: Path) -> tuple[Path, Path]:
     """Two synthetic DeepLesion cohorts whose scan ids collide but whose scans differ."""
-    return (write_cohort(tmp_path / "a" / "deeplesion", n_scans=3, seed=7, size=32),
-            write_cohort(tmp_path / "b" / "deeplesion", n_scans=3, seed=8, size=32))
+    return (
+        write_cohort(tmp_path / "a" / "deeplesion", n_scans=3, seed=7, size=32),
+        write_cohort(tmp_path / "b" / "deeplesion", n_scans=3, seed=8, size=32),
+    )
 
 
 def test_a_second_cohort_is_refused_with_the_fix(two_cohorts, capsys) -> None:

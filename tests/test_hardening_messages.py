@@ -62,9 +62,7 @@ def hostile_cohort(tmp_path: Path) -> Path:
     root.mkdir()
     _nifti(root / "scan [v2].nii.gz")
     (root / "bad [i].nii.gz").write_bytes(b"not a nifti file")
-    (root / "labels.csv").write_text(
-        "scan_id,patient_id,[bold]\nscan [v2],P[1],[/b]\nbad [i],P2,1\n"
-    )
+    (root / "labels.csv").write_text("scan_id,patient_id,[bold]\nscan [v2],P[1],[/b]\nbad [i],P2,1\n")
     return root
 
 
@@ -101,7 +99,9 @@ def _help_texts(command: click.Command, path: str = "clearbench") -> list[tuple[
 def test_help_texts_render_whole() -> None:
     """typer renders help as rich markup: a help text with brackets must escape them, or they vanish."""
     for where, text in _help_texts(typer.main.get_command(app)):
-        assert Text.from_markup(text).plain == text.replace("\\[", "["), f"{where}: help text loses markup-like brackets"
+        assert Text.from_markup(text).plain == text.replace("\\[", "["), (
+            f"{where}: help text loses markup-like brackets"
+        )
 
 
 def test_no_cli_print_takes_an_unescaped_f_string() -> None:
@@ -109,7 +109,12 @@ def test_no_cli_print_takes_an_unescaped_f_string() -> None:
     offenders = []
     for path in sorted(CLI_DIR.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "print"
-                    and node.args and isinstance(node.args[0], ast.JoinedStr)):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "print"
+                and node.args
+                and isinstance(node.args[0], ast.JoinedStr)
+            ):
                 offenders.append(f"{path.name}:{node.lineno}")
     assert not offenders, f"console.print with an f-string (use say/markup from clearbench.cli.common): {offenders}"

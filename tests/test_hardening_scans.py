@@ -45,7 +45,11 @@ def test_a_non_dicom_file_with_a_dicom_name_is_named(tmp_path, capsys) -> None:
     files[2].write_text("this is not a DICOM file\n")
     lines, err = scans_json(capsys, "dicom", root)
     assert lines["a"]["n_slices"] == 4
-    assert (files[2].name, "error", "named like a DICOM file but is not one (no DICOM header or data set); skipped") in reasons(lines["a"])
+    assert (
+        files[2].name,
+        "error",
+        "named like a DICOM file but is not one (no DICOM header or data set); skipped",
+    ) in reasons(lines["a"])
     assert f"error: {files[2]}: named like a DICOM file" in err
 
 
@@ -55,8 +59,10 @@ def test_of_two_identical_files_the_original_name_is_kept(tmp_path, capsys) -> N
     shutil.copyfile(files[1], files[1].with_name(f"{files[1].stem} copy.dcm"))
     lines, _ = scans_json(capsys, "dicom", root)
     dropped = [r for r in reasons(lines["a"]) if "duplicate slice position" in r[2]]
-    assert dropped == [(f"{files[1].stem} copy.dcm", "warning",
-                        dropped[0][2])] and f"same as {files[1].name}" in dropped[0][2]
+    assert (
+        dropped == [(f"{files[1].stem} copy.dcm", "warning", dropped[0][2])]
+        and f"same as {files[1].name}" in dropped[0][2]
+    )
     assert lines["a"]["n_slices"] == 4
 
 
@@ -73,8 +79,10 @@ def test_links_to_folders_are_followed_once_and_loops_never(tmp_path, capsys) ->
     assert sorted(lines) == ["a", "b"]
     assert lines["a"]["n_slices"] == 4 and lines["b"]["n_slices"] == 4
     assert ("b", "info", f"symbolic link to {elsewhere.resolve()}; followed") in reasons(lines["b"])
-    assert any(name == "up" and severity == "warning" and "symbolic link loop" in reason
-               for name, severity, reason in reasons(lines["a"]))
+    assert any(
+        name == "up" and severity == "warning" and "symbolic link loop" in reason
+        for name, severity, reason in reasons(lines["a"])
+    )
     assert f"{root / 'loop'}: symbolic link loop" in err
 
 
@@ -128,8 +136,11 @@ def test_a_bad_box_leaves_that_lesion_unknown_and_the_series_stays(deeplesion, c
     lines, err = scans_json(capsys, "deeplesion", deeplesion)  # exit code 3: the lesion's key slice is not placed
     assert len(lines) == 3 and lines[folder]["n_slices"] is not None
     problems = [reason for _, _, reason in reasons(lines[folder])]
-    assert any(f"lesion {bad_lesion}: column Bounding_boxes = '12.5, left, 30, 40' is not 4 numbers" in r
-               and "taken as unknown" in r for r in problems)
+    assert any(
+        f"lesion {bad_lesion}: column Bounding_boxes = '12.5, left, 30, 40' is not 4 numbers" in r
+        and "taken as unknown" in r
+        for r in problems
+    )
     assert "row skipped" not in err
     n_rows = sum(1 for line in (deeplesion / "DL_info.csv").read_text().splitlines()[1:] if line.startswith(folder))
     assert len(lines[folder]["annotations"]) == n_rows - 1

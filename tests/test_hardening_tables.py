@@ -69,8 +69,21 @@ def test_scans_and_store_tables_at_80_columns_cut_no_number(narrow, tmp_path, ca
         assert "×".join(map(str, line["shape"])) in out
 
     table = "a_table_name_long_enough_to_need_folding_at_eighty_columns_for_sure"
-    main(["embed", "-e", "hu-hist", "-d", "deeplesion", "--root", str(root), "--windows", "abdomen,lung",
-          "--table", table])
+    main(
+        [
+            "embed",
+            "-e",
+            "hu-hist",
+            "-d",
+            "deeplesion",
+            "--root",
+            str(root),
+            "--windows",
+            "abdomen,lung",
+            "--table",
+            table,
+        ]
+    )
     capsys.readouterr()
     main(["store", "ls"])
     out = capsys.readouterr().out

@@ -31,11 +31,15 @@ def _load_error(capsys, state: dict[str, torch.Tensor], tmp_path: Path) -> str:
 
 
 def test_unexpected_and_misshapen_keys_are_named_as_in_the_file(tmp_path, capsys) -> None:
-    err = _load_error(capsys, {
-        "module.conv.weight": torch.zeros(16, 3, 7, 7),
-        "module.conv.bias": torch.zeros(8),
-        "module.extra.weight": torch.zeros(2),
-    }, tmp_path)
+    err = _load_error(
+        capsys,
+        {
+            "module.conv.weight": torch.zeros(16, 3, 7, 7),
+            "module.conv.bias": torch.zeros(8),
+            "module.extra.weight": torch.zeros(2),
+        },
+        tmp_path,
+    )
     assert "1 unexpected key(s): module.extra.weight (the model's extra.weight)" in err
     assert "1 wrong shape key(s): module.conv.bias (the model's conv.bias) (8,) vs model (16,)" in err
 

@@ -26,17 +26,46 @@ from clearbench.errors import ClearbenchError, InputError
 
 transformers = pytest.importorskip("transformers")
 
-DINO = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
-        "image_size": 28, "patch_size": 14}
-VIT = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
-       "image_size": 32, "patch_size": 8}
-BIT_PROCESSOR = {"do_resize": True, "size": {"shortest_edge": 32}, "do_center_crop": True,
-                 "crop_size": {"height": 28, "width": 28}, "resample": 3, "do_rescale": True,
-                 "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": [0.53, 0.53, 0.53],
-                 "image_std": [0.26, 0.26, 0.26], "image_processor_type": "BitImageProcessor"}
-VIT_PROCESSOR = {"do_resize": True, "size": {"height": 32, "width": 32}, "resample": 2, "do_rescale": True,
-                 "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": [0.5, 0.5, 0.5],
-                 "image_std": [0.5, 0.5, 0.5], "image_processor_type": "ViTImageProcessor"}
+DINO = {
+    "hidden_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "image_size": 28,
+    "patch_size": 14,
+}
+VIT = {
+    "hidden_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "image_size": 32,
+    "patch_size": 8,
+}
+BIT_PROCESSOR = {
+    "do_resize": True,
+    "size": {"shortest_edge": 32},
+    "do_center_crop": True,
+    "crop_size": {"height": 28, "width": 28},
+    "resample": 3,
+    "do_rescale": True,
+    "rescale_factor": 1 / 255,
+    "do_normalize": True,
+    "image_mean": [0.53, 0.53, 0.53],
+    "image_std": [0.26, 0.26, 0.26],
+    "image_processor_type": "BitImageProcessor",
+}
+VIT_PROCESSOR = {
+    "do_resize": True,
+    "size": {"height": 32, "width": 32},
+    "resample": 2,
+    "do_rescale": True,
+    "rescale_factor": 1 / 255,
+    "do_normalize": True,
+    "image_mean": [0.5, 0.5, 0.5],
+    "image_std": [0.5, 0.5, 0.5],
+    "image_processor_type": "ViTImageProcessor",
+}
 
 
 def _save(folder: Path, model_type: str, fields: dict, processor: dict | None, seed: int = 0, **init):
@@ -53,12 +82,15 @@ def _slices(n: int = 3, h: int = 40, w: int = 36) -> torch.Tensor:
     return torch.rand(n, h, w, generator=torch.Generator().manual_seed(1))
 
 
-@pytest.mark.parametrize(("model_type", "fields", "processor", "pooling"), [
-    ("dinov2", DINO, BIT_PROCESSOR, "cls"),
-    ("dinov2", DINO, BIT_PROCESSOR, "mean"),
-    ("vit", VIT, VIT_PROCESSOR, "pooler"),
-    ("vit", VIT, VIT_PROCESSOR, "mean"),
-])
+@pytest.mark.parametrize(
+    ("model_type", "fields", "processor", "pooling"),
+    [
+        ("dinov2", DINO, BIT_PROCESSOR, "cls"),
+        ("dinov2", DINO, BIT_PROCESSOR, "mean"),
+        ("vit", VIT, VIT_PROCESSOR, "pooler"),
+        ("vit", VIT, VIT_PROCESSOR, "mean"),
+    ],
+)
 def test_embedding_equals_the_transformers_model_on_the_same_pixels(tmp_path, model_type, fields, processor, pooling):
     model = _save(tmp_path / "model", model_type, fields, processor)
     write_card({"name": "tiny", "family": "hf", "weights": str(tmp_path / "model"), "params": {"pooling": pooling}})
@@ -71,8 +103,11 @@ def test_embedding_equals_the_transformers_model_on_the_same_pixels(tmp_path, mo
     assert pixels.shape == (3, 3, side, side)
     with torch.no_grad():
         out = model(pixel_values=pixels)
-    expected = {"cls": out.last_hidden_state[:, 0], "mean": out.last_hidden_state[:, 1:].mean(1),
-                "pooler": out.pooler_output}[pooling]
+    expected = {
+        "cls": out.last_hidden_state[:, 0],
+        "mean": out.last_hidden_state[:, 1:].mean(1),
+        "pooler": out.pooler_output,
+    }[pooling]
     assert enc.dim == 32 and got.shape == (3, 32) and got.dtype == torch.float32
     assert torch.allclose(got, expected, atol=1e-5)
     prov = enc.provenance
@@ -96,8 +131,9 @@ def test_preprocessing_follows_the_processor_config_like_transformers(tmp_path):
 
 
 def test_processor_settings_fold_rescale_into_mean_and_std():
-    no_rescale = processor_settings({"do_rescale": False, "image_mean": [127.5], "image_std": [127.5],
-                                     "size": {"height": 16, "width": 16}})
+    no_rescale = processor_settings(
+        {"do_rescale": False, "image_mean": [127.5], "image_std": [127.5], "size": {"height": 16, "width": 16}}
+    )
     x = torch.rand(2, 16, 16)
     out = ImageTransform.from_settings(no_rescale)(x)
     assert out.shape == (2, 1, 16, 16)
@@ -109,8 +145,14 @@ def test_processor_settings_fold_rescale_into_mean_and_std():
 
 def test_card_preprocessing_overrides_the_processor(tmp_path):
     _save(tmp_path / "model", "dinov2", DINO, BIT_PROCESSOR)
-    write_card({"name": "tiny", "family": "hf", "weights": str(tmp_path / "model"),
-                "preprocessing": {"size": 56, "crop": 0, "mean": [0.5, 0.5, 0.5]}})
+    write_card(
+        {
+            "name": "tiny",
+            "family": "hf",
+            "weights": str(tmp_path / "model"),
+            "preprocessing": {"size": 56, "crop": 0, "mean": [0.5, 0.5, 0.5]},
+        }
+    )
     enc = load_encoder("tiny")
     prep = enc.provenance["preprocessing"]
     assert prep["size"] == 56 and prep["crop"] is None and prep["mean"] == [0.5, 0.5, 0.5]
@@ -129,8 +171,10 @@ def test_folder_without_processor_config_resizes_to_the_model_size(tmp_path):
 def test_siglip_vision_tower_of_a_composite_checkpoint(tmp_path):
     sub = {**VIT}
     sub.pop("image_size")
-    config = {"vision_config": {**sub, "image_size": 32}, "text_config": {"hidden_size": 32, "num_hidden_layers": 1,
-              "num_attention_heads": 2, "intermediate_size": 64}}
+    config = {
+        "vision_config": {**sub, "image_size": 32},
+        "text_config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64},
+    }
     _save(tmp_path / "siglip", "siglip", config, VIT_PROCESSOR)
     write_card({"name": "sig", "family": "hf", "weights": str(tmp_path / "siglip"), "params": {"pooling": "mean"}})
     enc = load_encoder("sig")
@@ -202,8 +246,9 @@ def test_unknown_architecture_names_the_folder_and_the_type(tmp_path):
     folder = tmp_path / "custom"
     _save(folder, "dinov2", DINO, None)
     config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "model_type": "brand_new_vit",
-                                                     "auto_map": {"AutoModel": "modeling.BrandNew"}}))
+    (folder / "config.json").write_text(
+        json.dumps({**config, "model_type": "brand_new_vit", "auto_map": {"AutoModel": "modeling.BrandNew"}})
+    )
     write_card({"name": "custom", "family": "hf", "weights": str(folder)})
     with pytest.raises(InputError) as info:
         load_encoder("custom")
@@ -217,15 +262,21 @@ def test_missing_backbone_keys_are_an_error_but_an_unused_pooler_is_not(tmp_path
     folder = tmp_path / "model"
     _save(folder, "vit", VIT, VIT_PROCESSOR)
     state = load_file(str(folder / "model.safetensors"))
-    save_file({k: v for k, v in state.items() if not k.startswith("pooler.")}, str(folder / "model.safetensors"),
-              metadata={"format": "pt"})
+    save_file(
+        {k: v for k, v in state.items() if not k.startswith("pooler.")},
+        str(folder / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     write_card({"name": "no-pooler", "family": "hf", "weights": str(folder), "params": {"pooling": "cls"}})
     assert load_encoder("no-pooler").encode(_slices()).shape == (3, 32)  # a *ForImageClassification file
     write_card({"name": "with-pooler", "family": "hf", "weights": str(folder), "params": {"pooling": "pooler"}})
     with pytest.raises(InputError, match="missing key.*pooler.dense"):
         load_encoder("with-pooler")
-    save_file({k: v for k, v in state.items() if "layernorm" not in k}, str(folder / "model.safetensors"),
-              metadata={"format": "pt"})
+    save_file(
+        {k: v for k, v in state.items() if "layernorm" not in k},
+        str(folder / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     with pytest.raises(InputError, match="missing key"):
         load_encoder("no-pooler")
 
@@ -286,7 +337,10 @@ def test_weights_of_another_shape_are_listed(tmp_path):
     write_card({"name": "reshaped", "family": "hf", "weights": str(folder)})
     with pytest.raises(InputError) as info:
         load_encoder("reshaped")
-    assert "wrongly shaped" in info.value.reason and "encoder.layer.0.mlp.fc1.weight (128, 32) vs model (64, 32)" in info.value.reason
+    assert (
+        "wrongly shaped" in info.value.reason
+        and "encoder.layer.0.mlp.fc1.weight (128, 32) vs model (64, 32)" in info.value.reason
+    )
 
 
 def test_embed_a_synthetic_cohort_with_an_hf_card(tmp_path):
@@ -296,8 +350,11 @@ def test_embed_a_synthetic_cohort_with_an_hf_card(tmp_path):
     cohort = write_cohort(tmp_path / "dl", n_scans=2, seed=3, size=32)
     _save(tmp_path / "model", "dinov2", DINO, BIT_PROCESSOR)
     write_card({"name": "tiny-dino", "family": "hf", "weights": str(tmp_path / "model")})
-    result = CliRunner().invoke(app, ["embed", "--encoder", "tiny-dino", "--dataset", "deeplesion", "--root",
-                                      str(cohort), "--json"], terminal_width=200)
+    result = CliRunner().invoke(
+        app,
+        ["embed", "--encoder", "tiny-dino", "--dataset", "deeplesion", "--root", str(cohort), "--json"],
+        terminal_width=200,
+    )
     assert result.exit_code == 0, (result.output, result.exception)
     store = EmbeddingStore()
     bags = store.bags("deeplesion", "tiny-dino")

@@ -42,7 +42,15 @@ def test_two_windows_share_one_softmax() -> None:
 
 @pytest.mark.parametrize(
     ("n", "keys", "k", "union"),
-    [(10, [5], 2, 5), (10, [0], 2, 3), (10, [9], 2, 3), (10, [3, 5], 2, 7), (10, [1, 8], 2, 8), (4, [1], 5, 4), (30, [10], 0, 1)],
+    [
+        (10, [5], 2, 5),
+        (10, [0], 2, 3),
+        (10, [9], 2, 3),
+        (10, [3, 5], 2, 7),
+        (10, [1, 8], 2, 8),
+        (4, [1], 5, 4),
+        (30, [10], 0, 1),
+    ],
 )
 def test_uniform_attention_scores_chance(n: int, keys: list[int], k: int, union: int) -> None:
     """Chance is the union of the (2k+1)-slice windows, clipped at the ends, over the bag length."""

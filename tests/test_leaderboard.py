@@ -57,7 +57,9 @@ def store_run(
             "dataset": "deeplesion",
             "encoder": encoder,
             "config": json.dumps({"task": {"protocol": {"kind": "holdout+kfold", "folds": 5}}}),
-            "encoder_provenance": json.dumps({"encoder": encoder, "card": {"name": encoder}, "weights_sha256": "ab" * 32}),
+            "encoder_provenance": json.dumps(
+                {"encoder": encoder, "card": {"name": encoder}, "weights_sha256": "ab" * 32}
+            ),
             "clearbench_version": "test",
             "split_id": split_id,
             "n_missing": n_missing if split_id else None,
@@ -69,7 +71,14 @@ def store_run(
         common = {"config_hash": config_hash, "run_id": run_id, "task": task, "encoder": encoder, "fold": k}
         scores = FoldScores.compute(LABELS, y, prob, thresholds)
         preds = results.predictions_table(
-            common, "test", scans, patients, LABELS, y, prob, prob >= 0.5,
+            common,
+            "test",
+            scans,
+            patients,
+            LABELS,
+            y,
+            prob,
+            prob >= 0.5,
             [np.zeros(0, np.float32)] * len(scans),
             [np.array([], dtype=str)] * len(scans),
             [np.zeros(0, np.int32)] * len(scans),
@@ -129,9 +138,16 @@ def test_published_rows_sit_apart_and_are_never_ranked(board: pl.DataFrame) -> N
     assert published.height == 13
     assert published["rank"].null_count() == 13 and published["p_value"].null_count() == 13
     row = published.filter(pl.col("encoder") == "MambaOut-LECL-0").row(0, named=True)
-    assert (row["average"], row["average std"], row["published_in"], row["card"]) == (78.4, 2.1, "Table 1", "mambaout-lecl0")
+    assert (row["average"], row["average std"], row["published_in"], row["card"]) == (
+        78.4,
+        2.1,
+        "Table 1",
+        "mambaout-lecl0",
+    )
     best = marks(board, ["average"])
-    best_published = [board["encoder"][i] for (i, c), m in best.items() if m == "best" and board["group"][i] == "published"]
+    best_published = [
+        board["encoder"][i] for (i, c), m in best.items() if m == "best" and board["group"][i] == "published"
+    ]
     assert best_published == ["MambaOut-LECL-0"]
     assert best[(0, "average")] == "best" and best[(1, "average")] == "second"
 
@@ -150,7 +166,9 @@ def test_incomplete_run_is_apart_and_unfinished_runs_are_ignored(tmp_path: Path)
     path = tmp_path / "store"
     store_run(path, "full", signal=1.0)
     store_run(path, "partial", signal=1.0, seed=4, n_folds=3)
-    ResultsStore(path).start_run({"run_id": "never-finished", "config_hash": "x", "task": "task1", "dataset": "deeplesion", "encoder": "ghost"})
+    ResultsStore(path).start_run(
+        {"run_id": "never-finished", "config_hash": "x", "task": "task1", "dataset": "deeplesion", "encoder": "ghost"}
+    )
     df = leaderboard("task1", store=path, n_boot=0, published=False)
     assert df["encoder"].to_list() == ["full", "partial"]
     assert df["reason"][1] == "only 3 of its 5 folds are stored"
@@ -162,15 +180,23 @@ def test_a_run_on_a_split_that_is_no_longer_the_tasks_is_apart(tmp_path: Path) -
     store_run(path, "new", signal=1.0, seed=2, split_id="split-b", n_missing=2)
     SplitTables(ResultsStore(path).db).choose("task1", "{}", 0, "fingerprint", "split-b", "resplit")
     df = leaderboard("task1", store=path, n_boot=0, published=False)
-    assert df.select("encoder", "group", "split_id", "n_missing").rows() == [("new", "ranked", "split-b", 2), ("old", "apart", "split-a", 0)]
-    assert df["reason"][1] == "ran on split split-a, not the task's current split split-b; rerun it with: clearbench run task1 -e old"
+    assert df.select("encoder", "group", "split_id", "n_missing").rows() == [
+        ("new", "ranked", "split-b", 2),
+        ("old", "apart", "split-a", 0),
+    ]
+    assert (
+        df["reason"][1]
+        == "ran on split split-a, not the task's current split split-b; rerun it with: clearbench run task1 -e old"
+    )
     md = render.to_markdown(df)
     assert "test set (split split-b)" in md and "2 scans of the split without embeddings" in md
     assert "apart: ran on split split-a" in md
 
 
 def test_a_task_without_runs_names_the_command_that_makes_one(tmp_path: Path) -> None:
-    with pytest.raises(ClearbenchError, match=r"no finished runs of task task2 in .*; make one with: clearbench run task2"):
+    with pytest.raises(
+        ClearbenchError, match=r"no finished runs of task task2 in .*; make one with: clearbench run task2"
+    ):
         leaderboard("task2", store=tmp_path / "empty")
     with pytest.raises(ClearbenchError, match="unknown metric 'acc'"):
         leaderboard("task1", store=tmp_path / "empty", metric="acc")
@@ -206,7 +232,11 @@ def test_public_api_and_overview(store: Path) -> None:
 )
 def test_published_cells_match_the_paper(source: str, encoder: str, label: str, mean: float, std: float) -> None:
     metric = {"Table 3": "f1"}.get(source)
-    rows = [r for r in load_published() if r.source == source and r.encoder == encoder and (metric is None or r.metric == metric)]
+    rows = [
+        r
+        for r in load_published()
+        if r.source == source and r.encoder == encoder and (metric is None or r.metric == metric)
+    ]
     assert len(rows) == 1
     assert rows[0].values[label] == (mean, std)
 

@@ -24,7 +24,10 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("lbcli")
     root, store = tmp / "deeplesion", tmp / "store"
     steps = [["synth", "deeplesion", "--out", str(root), "--scans", "24", "--seed", "0", "--size", "32"]]
-    steps += [["embed", "-e", e, "-d", "deeplesion", "--root", str(root), "--store", str(store), "--workers", "1"] for e in ("hu-hist", "example-tinyconv")]
+    steps += [
+        ["embed", "-e", e, "-d", "deeplesion", "--root", str(root), "--store", str(store), "--workers", "1"]
+        for e in ("hu-hist", "example-tinyconv")
+    ]
     for args in steps:
         result = _invoke(args)
         assert result.exit_code == 0, f"{args}: {result.output}"
@@ -32,19 +35,56 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.mark.slow
-def test_run_ends_with_the_board_and_leaderboard_ranks_on_identical_patients(cohort: tuple[Path, Path], monkeypatch) -> None:
+def test_run_ends_with_the_board_and_leaderboard_ranks_on_identical_patients(
+    cohort: tuple[Path, Path], monkeypatch
+) -> None:
     from clearbench.cli import common
 
     monkeypatch.setattr(common.console, "width", 320)  # eight labels, the average and the statistics side by side
     root, store = cohort
-    run = _invoke(["run", "task1", "--min-test-patients", "2", "--epochs", "2", "--threads", "1", "--store", str(store), "--root", str(root), "-e", "hu-hist", "-e", "example-tinyconv"])
+    run = _invoke(
+        [
+            "run",
+            "task1",
+            "--min-test-patients",
+            "2",
+            "--epochs",
+            "2",
+            "--threads",
+            "1",
+            "--store",
+            str(store),
+            "--root",
+            str(root),
+            "-e",
+            "hu-hist",
+            "-e",
+            "example-tinyconv",
+        ]
+    )
     assert run.exit_code == 0, run.output
     board_at_end = run.stdout[run.stdout.rindex("task1 · AUC (%)") :]
     assert "hu-hist" in board_at_end and "example-tinyconv" in board_at_end and "95% CI" in board_at_end
     assert "MambaOut-LECL-0" not in board_at_end  # the run's own encoders only
     assert "clearbench leaderboard task1" in run.stdout
 
-    as_json = _invoke(["run", "task1", "--min-test-patients", "2", "--epochs", "2", "--threads", "1", "--store", str(store), "--root", str(root), "--json"])
+    as_json = _invoke(
+        [
+            "run",
+            "task1",
+            "--min-test-patients",
+            "2",
+            "--epochs",
+            "2",
+            "--threads",
+            "1",
+            "--store",
+            str(store),
+            "--root",
+            str(root),
+            "--json",
+        ]
+    )
     assert as_json.exit_code == 0, as_json.output
     assert [json.loads(line)["encoder"] for line in as_json.stdout.splitlines()] == ["example-tinyconv", "hu-hist"]
 
@@ -70,16 +110,23 @@ def test_run_ends_with_the_board_and_leaderboard_ranks_on_identical_patients(coh
     assert "error: task task2:" in partial.stderr
 
     out = root.parent / "overview.md"
-    overview = _invoke(["leaderboard", "--store", str(store), "--metric", "f1", "--format", "md", "--no-published", "--out", str(out)])
+    overview = _invoke(
+        ["leaderboard", "--store", str(store), "--metric", "f1", "--format", "md", "--no-published", "--out", str(out)]
+    )
     assert overview.exit_code == 0, overview.output
     text = out.read_text()
     assert "| encoder | source | task1 |" in text and "hu-hist" in text and "MambaOut" not in text
 
 
-def test_bad_choices_and_a_task_without_runs_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_choices_and_a_task_without_runs_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     for args, message in [
         (["leaderboard", "task1", "--metric", "acc"], "error: --metric acc: unknown; valid: auc, auprc, f1"),
-        (["leaderboard", "task1", "--format", "html"], "error: --format html: unknown; valid: table, md, csv, latex, json"),
+        (
+            ["leaderboard", "task1", "--format", "html"],
+            "error: --format html: unknown; valid: table, md, csv, latex, json",
+        ),
         (["leaderboard", "task2", "--store", str(tmp_path / "s")], "make one with: clearbench run task2"),
     ]:
         with pytest.raises(SystemExit) as exit_info:

@@ -52,7 +52,8 @@ def test_point_estimate_is_the_mean_over_folds_of_the_macro_metric() -> None:
     run = _holdout()
     for metric in stats.METRIC_NAMES:
         per_fold = [
-            FoldScores.compute(["a", "b", "c"], f.y_true, f.prob, np.full(3, 0.5)).values[metric]["macro"] for f in run.folds
+            FoldScores.compute(["a", "b", "c"], f.y_true, f.prob, np.full(3, 0.5)).values[metric]["macro"]
+            for f in run.folds
         ]
         assert stats.point_estimate(run, metric) == pytest.approx(np.mean(per_fold), abs=1e-9)
 

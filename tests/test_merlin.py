@@ -18,7 +18,7 @@ from clearbench.encoders.merlin import (
     merlin_contrastive_embedding,
     merlin_preprocess,
 )
-from clearbench.encoders.registry import get_card, get_family, encoder_status, load_encoder
+from clearbench.encoders.registry import encoder_status, get_card, get_family, load_encoder
 from clearbench.errors import MissingExtraError
 from clearbench.scans.scan import Scan
 
@@ -27,8 +27,15 @@ TINY_PREP = {"shape": [32, 32, 16]}
 
 
 def _card(name: str, weights, params=None, preprocessing=None) -> None:
-    write_card({"name": name, "family": "merlin", "weights": weights, "params": params or {},
-                "preprocessing": preprocessing or {}})
+    write_card(
+        {
+            "name": name,
+            "family": "merlin",
+            "weights": weights,
+            "params": params or {},
+            "preprocessing": preprocessing or {},
+        }
+    )
 
 
 def _tiny_model(seed: int = 0) -> torch.nn.Module:
@@ -93,8 +100,7 @@ def test_default_preprocessing_gives_224x224x160_in_unit_range():
 
 def test_preprocessing_equals_merlins_monai_pipeline():
     from monai.data import MetaTensor
-    from monai.transforms import (CenterSpatialCropd, Compose, Orientationd, ScaleIntensityRanged, Spacingd,
-                                  SpatialPadd)
+    from monai.transforms import CenterSpatialCropd, Compose, Orientationd, ScaleIntensityRanged, Spacingd, SpatialPadd
 
     scan = _scan(shape=(37, 50, 45), spacing=(2.5, 0.8, 0.7), seed=1)
     shape = [40, 24, 30]  # pads X, crops Y and Z
@@ -102,16 +108,20 @@ def test_preprocessing_equals_merlins_monai_pipeline():
     z, y, x = scan.spacing
     affine = np.diag([-x, -y, z, 1.0])
     affine[:3, 3] = [10.0, 20.0, -30.0]
-    image = MetaTensor(torch.from_numpy(scan.hu.transpose(2, 1, 0).astype(np.float32))[None], affine=torch.tensor(affine))
+    image = MetaTensor(
+        torch.from_numpy(scan.hu.transpose(2, 1, 0).astype(np.float32))[None], affine=torch.tensor(affine)
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        pipeline = Compose([
-            Orientationd(keys=["image"], axcodes="RAS"),
-            Spacingd(keys=["image"], pixdim=(1.5, 1.5, 3), mode="bilinear"),
-            ScaleIntensityRanged(keys=["image"], a_min=-1000, a_max=1000, b_min=0.0, b_max=1.0, clip=True),
-            SpatialPadd(keys=["image"], spatial_size=shape),
-            CenterSpatialCropd(keys=["image"], roi_size=shape),
-        ])
+        pipeline = Compose(
+            [
+                Orientationd(keys=["image"], axcodes="RAS"),
+                Spacingd(keys=["image"], pixdim=(1.5, 1.5, 3), mode="bilinear"),
+                ScaleIntensityRanged(keys=["image"], a_min=-1000, a_max=1000, b_min=0.0, b_max=1.0, clip=True),
+                SpatialPadd(keys=["image"], spatial_size=shape),
+                CenterSpatialCropd(keys=["image"], roi_size=shape),
+            ]
+        )
         expected = pipeline({"image": image})["image"][0].as_tensor()
     ours = merlin_preprocess(scan.hu, scan.spacing, {**MERLIN_PREPROCESSING, "shape": shape})
     assert ours.shape == expected.shape == (40, 24, 30)
@@ -120,8 +130,9 @@ def test_preprocessing_equals_merlins_monai_pipeline():
 
 def test_missing_extra_names_the_install_command(monkeypatch: pytest.MonkeyPatch):
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr("clearbench.encoders.family.find_spec",
-                        lambda name, *a: None if name == "merlin" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        "clearbench.encoders.family.find_spec", lambda name, *a: None if name == "merlin" else real_find_spec(name, *a)
+    )
     assert get_family("merlin").missing_extra() == "merlin"
     assert encoder_status(get_card("merlin")).install == "pip install 'clearbench[merlin]'"
     with pytest.raises(MissingExtraError, match=r"pip install 'clearbench\[merlin\]'"):

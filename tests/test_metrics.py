@@ -63,7 +63,9 @@ def test_macro_of_nothing_defined_is_undefined() -> None:
 
 def test_summary_is_mean_and_sample_std_over_defined_folds() -> None:
     def fold(a_auc: float, b_auc: float) -> FoldScores:
-        vals = {m: {"a": a_auc, "b": b_auc, MACRO: macro_average(np.array([a_auc, b_auc]))} for m in ("auc", "auprc", "f1")}
+        vals = {
+            m: {"a": a_auc, "b": b_auc, MACRO: macro_average(np.array([a_auc, b_auc]))} for m in ("auc", "auprc", "f1")
+        }
         return FoldScores(["a", "b"], vals)
 
     s = summarise([fold(0.8, np.nan), fold(0.9, 0.7), fold(0.7, np.nan)])

@@ -10,7 +10,6 @@ from clearbench.mil.data import BagSet, make_batch
 from clearbench.mil.heads import ABMIL, MLPHead, build_head
 
 
-
 @pytest.mark.parametrize("gated", [False, True])
 def test_masked_abmil_same_output_with_and_without_padding(gated: bool) -> None:
     torch.manual_seed(0)

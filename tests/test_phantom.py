@@ -77,7 +77,9 @@ def test_each_lesion_type_sits_in_its_region_and_shows_in_its_box(anatomy: ph.An
     assert changed.sum() >= 4, f"{lesion_type} lesion is not visible"
     x1, y1, x2, y2 = ann.box
     rows, cols = np.nonzero(changed)
-    inside = (cols >= np.floor(x1) - 1) & (cols <= np.ceil(x2) + 1) & (rows >= np.floor(y1) - 1) & (rows <= np.ceil(y2) + 1)
+    inside = (
+        (cols >= np.floor(x1) - 1) & (cols <= np.ceil(x2) + 1) & (rows >= np.floor(y1) - 1) & (rows <= np.ceil(y2) + 1)
+    )
     assert inside.mean() > 0.9
     # learnability: the lesion moves the mean windowed intensity of its slice, and of its box by far more
     assert abs(apply_window(with_lesion, window).mean() - apply_window(without, window).mean()) > 1e-4

@@ -39,7 +39,8 @@ def test_a_users_listings_do_not_show_the_example_plugin() -> None:
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(TEST_PLUGINS)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     for command, key in ((["encoders", "--json"], "name"), (["tasks", "--json"], "name")):
-        out = subprocess.run([sys.executable, "-m", "clearbench", *command], capture_output=True, text=True, env=env,
-                             check=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-m", "clearbench", *command], capture_output=True, text=True, env=env, check=True
+        ).stdout
         names = [json.loads(line)[key] for line in out.splitlines() if line.startswith("{")]
         assert names and not [n for n in names if n.startswith("example")], names

@@ -29,8 +29,23 @@ from clearbench.store import EmbeddingStore
 
 runner = CliRunner()
 # Micro backbones at 64 px with small heads, so a run takes seconds on a CPU.
-MICRO = ["--variant", "micro", "--image-size", "64", "--proj-dim", "32", "--mlp-dim", "64", "--workers", "0",
-         "--warmup-epochs", "0", "--lr", "0.5", "--no-progress"]
+MICRO = [
+    "--variant",
+    "micro",
+    "--image-size",
+    "64",
+    "--proj-dim",
+    "32",
+    "--mlp-dim",
+    "64",
+    "--workers",
+    "0",
+    "--warmup-epochs",
+    "0",
+    "--lr",
+    "0.5",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +71,9 @@ def metrics(run_dir: Path) -> list[dict]:
 @pytest.mark.parametrize("method", ["moco", "lecl"])
 def test_every_architecture_pretrains_with_both_methods(cohort: Path, arch: str, method: str) -> None:
     lam = ["--lam", "1"] if method == "lecl" else []
-    out = pretrain("--arch", arch, "--method", method, *lam, "--root", str(cohort), "--epochs", "1", "--batch-size", "32")
+    out = pretrain(
+        "--arch", arch, "--method", method, *lam, "--root", str(cohort), "--epochs", "1", "--batch-size", "32"
+    )
     name = f"{arch}-{'lecl1' if method == 'lecl' else 'moco'}-deeplesion"
     assert out["finished"] and out["steps"] == 2 and out["card"] == name
     assert all(np.isfinite(m["loss"]) for m in metrics(Path(out["run_dir"])))
@@ -70,8 +87,22 @@ def test_every_architecture_pretrains_with_both_methods(cohort: Path, arch: str,
 
 
 def test_checkpoint_card_embed_round_trip(cohort: Path) -> None:
-    out = pretrain("--arch", "vit-convb", "--method", "lecl", "--root", str(cohort), "--epochs", "1",
-                   "--batch-size", "40", "--tag", "roundtrip", "--cache", "stream")
+    out = pretrain(
+        "--arch",
+        "vit-convb",
+        "--method",
+        "lecl",
+        "--root",
+        str(cohort),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "40",
+        "--tag",
+        "roundtrip",
+        "--cache",
+        "stream",
+    )
     card = get_card("vit-convb-lecl0-roundtrip")
     assert card.source == "user" and card.path == home() / "encoders" / "vit-convb-lecl0-roundtrip.toml"
     assert card.weights.sha256 == file_sha256(Path(out["weights"])) and card.dim == 64
@@ -86,7 +117,7 @@ def test_checkpoint_card_embed_round_trip(cohort: Path) -> None:
     ckpt = torch.load(Path(out["run_dir"]) / CHECKPOINT, weights_only=True)
     prefix = "encoder.backbone."
     trained = build_backbone("vit-convb", "micro", 64).module
-    trained.load_state_dict({k[len(prefix):]: v for k, v in ckpt["online"].items() if k.startswith(prefix)})
+    trained.load_state_dict({k[len(prefix) :]: v for k, v in ckpt["online"].items() if k.startswith(prefix)})
     trained.eval()
     scan = next(open_dataset("deeplesion", cohort).scans())
     slices = torch.from_numpy(apply_window(scan.hu[scan.key_slices[:1]], WINDOWS["abdomen"]))
@@ -96,20 +127,48 @@ def test_checkpoint_card_embed_round_trip(cohort: Path) -> None:
     assert torch.equal(encoder.encode(slices), expected)
 
     # `clearbench embed` takes the new card at once; the stored vector (float16) is the trained backbone's.
-    embedded = runner.invoke(app, ["embed", "--encoder", "vit-convb-lecl0-roundtrip", "--dataset", "deeplesion",
-                                   "--root", str(cohort), "--limit", "1", "--json"])
+    embedded = runner.invoke(
+        app,
+        [
+            "embed",
+            "--encoder",
+            "vit-convb-lecl0-roundtrip",
+            "--dataset",
+            "deeplesion",
+            "--root",
+            str(cohort),
+            "--limit",
+            "1",
+            "--json",
+        ],
+    )
     assert embedded.exit_code == 0, embedded.output
     bags = EmbeddingStore().bags("deeplesion", "vit-convb-lecl0-roundtrip")
     assert bags.scan_ids == [scan.scan_id] and bags.dim == 64
-    row = bags.rows(scan.scan_id).start + int(np.flatnonzero(
-        (bags.window[bags.rows(scan.scan_id)] == bags.window_names.index("abdomen"))
-        & (bags.slice_idx[bags.rows(scan.scan_id)] == scan.key_slices[0]))[0])
+    row = bags.rows(scan.scan_id).start + int(
+        np.flatnonzero(
+            (bags.window[bags.rows(scan.scan_id)] == bags.window_names.index("abdomen"))
+            & (bags.slice_idx[bags.rows(scan.scan_id)] == scan.key_slices[0])
+        )[0]
+    )
     np.testing.assert_allclose(bags.vectors[row], expected[0].numpy(), rtol=2e-3, atol=2e-3)
 
 
 def test_resumed_run_continues_from_its_step_and_matches_an_uninterrupted_run(cohort: Path, tmp_path: Path) -> None:
-    args = ["--arch", "mambaout", "--method", "lecl", "--lam", "1", "--root", str(cohort), "--epochs", "2",
-            "--batch-size", "16"]
+    args = [
+        "--arch",
+        "mambaout",
+        "--method",
+        "lecl",
+        "--lam",
+        "1",
+        "--root",
+        str(cohort),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+    ]
     first = pretrain(*args, "--tag", "resumed", "--stop-after", "3", "--checkpoint-every", "2")  # mid epoch 0
     assert not first["finished"] and first["steps"] == 3 and first["card_path"] is None
     assert not get_card_exists("mambaout-lecl1-resumed")
@@ -136,15 +195,19 @@ def get_card_exists(name: str) -> bool:
 
 def test_bad_settings_are_one_line_errors(cohort: Path) -> None:
     import clearbench
-    import clearbench.pretraining.run  # noqa: F401 - binds the package to the name; it must stay callable
+    import clearbench.pretraining.run
 
     with pytest.raises(ClearbenchError, match="choose one of mambaout, vmamba, vit-convb"):
         clearbench.pretrain("resnet", root=cohort)
-    result = runner.invoke(app, ["pretrain", "--arch", "mambaout", "--method", "moco", "--lam", "1", "--root", str(cohort)])
+    result = runner.invoke(
+        app, ["pretrain", "--arch", "mambaout", "--method", "moco", "--lam", "1", "--root", str(cohort)]
+    )
     assert isinstance(result.exception, ClearbenchError) and "--lam applies to --method lecl" in str(result.exception)
     result = runner.invoke(app, ["pretrain", "--arch", "resnet", "--root", str(cohort)])
     assert isinstance(result.exception, ClearbenchError) and "mambaout, vmamba, vit-convb" in str(result.exception)
-    result = runner.invoke(app, ["pretrain", "--arch", "mambaout", "--root", str(cohort), "--batch-size", "4096", *MICRO])
+    result = runner.invoke(
+        app, ["pretrain", "--arch", "mambaout", "--root", str(cohort), "--batch-size", "4096", *MICRO]
+    )
     assert isinstance(result.exception, ClearbenchError) and "fewer than one batch" in str(result.exception)
 
 
@@ -157,8 +220,23 @@ def test_streamed_run_reports_an_unreadable_slice_once(cohort: Path, tmp_path: P
     shutil.copytree(cohort, root)
     png = sorted((root / "Images_png").glob("*/*.png"))[3]
     png.write_bytes(png.read_bytes()[:100])
-    out = pretrain("--arch", "vit-convb", "--method", "moco", "--root", str(root), "--epochs", "1",
-                   "--batch-size", "16", "--cache", "stream", "--tag", "badslice", exit_code=3)
+    out = pretrain(
+        "--arch",
+        "vit-convb",
+        "--method",
+        "moco",
+        "--root",
+        str(root),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--cache",
+        "stream",
+        "--tag",
+        "badslice",
+        exit_code=3,
+    )
     assert out["finished"] and out["skipped_scans"] == 1
 
 
@@ -174,9 +252,26 @@ def test_exclude_test_of_leaves_the_task_test_patients_out_of_pretraining(tmp_pa
     assert held_out == task_test_patients("task1", reader.records(), reader.label_names, store=store)
     assert held_out and len(held_out) < len({r.patient_id for r in reader.records()})
     kept = [r for r in reader.records() if r.patient_id not in held_out]
-    out = pretrain("--arch", "mambaout", "--root", str(root), "--exclude-test-of", "task1", "--store", str(store),
-                   "--batch-size", "32", "--epochs", "1", "--cache", "stream", "--out", str(tmp_path / "run"),
-                   "--paper-name", "My-LECL-0")
+    out = pretrain(
+        "--arch",
+        "mambaout",
+        "--root",
+        str(root),
+        "--exclude-test-of",
+        "task1",
+        "--store",
+        str(store),
+        "--batch-size",
+        "32",
+        "--epochs",
+        "1",
+        "--cache",
+        "stream",
+        "--out",
+        str(tmp_path / "run"),
+        "--paper-name",
+        "My-LECL-0",
+    )
     assert out["finished"]
     record = json.loads((tmp_path / "run" / PROVENANCE).read_text())
     assert record["excluded_test_patients"] == {"task1": len(held_out)}
@@ -188,7 +283,9 @@ def test_exclude_test_of_leaves_the_task_test_patients_out_of_pretraining(tmp_pa
 
 
 def test_exclude_test_of_refuses_a_task_of_another_dataset(cohort: Path) -> None:
-    result = runner.invoke(app, ["pretrain", "--arch", "mambaout", "--root", str(cohort), "--exclude-test-of", "task2", *MICRO])
+    result = runner.invoke(
+        app, ["pretrain", "--arch", "mambaout", "--root", str(cohort), "--exclude-test-of", "task2", *MICRO]
+    )
     assert isinstance(result.exception, ClearbenchError)
     assert "task task2 is on dataset 'radchest', not 'deeplesion'" in str(result.exception)
 

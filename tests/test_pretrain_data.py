@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
-
-from clearbench.errors import InputError
 from torchvision.transforms.v2 import functional as TF
 
+from clearbench.errors import InputError
 from clearbench.pretraining.augment import AugmentConfig, SeparableGaussianBlur, TwoViews, to_model_input
 from clearbench.pretraining.data import (
     MemorySlices,
@@ -34,7 +33,9 @@ class FakeCohort(DatasetReader):
     name = "fake"
     summary = "in-memory test cohort"
 
-    def __init__(self, n_scans: int, slices: int = 5, size: int = 32, bad: Iterable[str] = (), problems: ProblemLog | None = None) -> None:
+    def __init__(
+        self, n_scans: int, slices: int = 5, size: int = 32, bad: Iterable[str] = (), problems: ProblemLog | None = None
+    ) -> None:
         super().__init__(Path("/nonexistent"), problems)
         self.n_scans, self.slices, self.size, self.bad = n_scans, slices, size, set(bad)
 
@@ -62,14 +63,16 @@ def test_lesion_crop_contains_box_centre_and_stays_inside() -> None:
         x2, y2 = x1 + rng.uniform(0.5, 200), y1 + rng.uniform(0.5, 200)
         scale = sorted(rng.uniform(0.01, 1.0, 2))
         top, left, h, w = lesion_crop((x1, y1, x2, y2), height, width, (scale[0], scale[1]), generator=gen)
-        assert 0 <= top and top + h <= height and 0 <= left and left + w <= width and h >= 1 and w >= 1
+        assert top >= 0 and top + h <= height and left >= 0 and left + w <= width and h >= 1 and w >= 1
         cx = min(max((x1 + x2) / 2, 0.0), width - 1e-6)
         cy = min(max((y1 + y2) / 2, 0.0), height - 1e-6)
         assert left <= cx <= left + w and top <= cy <= top + h
 
 
 def test_lesion_crop_is_centred_away_from_the_border() -> None:
-    top, left, h, w = lesion_crop((240, 250, 260, 270), 512, 512, (0.1, 0.1), generator=torch.Generator().manual_seed(3))
+    top, left, h, w = lesion_crop(
+        (240, 250, 260, 270), 512, 512, (0.1, 0.1), generator=torch.Generator().manual_seed(3)
+    )
     assert abs((left + w / 2) - 250) <= 1 and abs((top + h / 2) - 260) <= 1
     assert h * w == pytest.approx(0.1 * 512 * 512, rel=0.05)
 
@@ -79,7 +82,7 @@ def test_two_views_shapes_range_and_lesion_path() -> None:
     image = torch.rand(1, 96, 80)
     torch.manual_seed(0)
     a, b = views(image)
-    assert a.shape == b.shape == (1, 32, 32) and 0 <= a.min() and a.max() <= 1
+    assert a.shape == b.shape == (1, 32, 32) and a.min() >= 0 and a.max() <= 1
     # A bright square lesion on black: the lesion crop (5 % of the slice) is mostly lesion, the full view is not.
     image = torch.zeros(1, 96, 80)
     image[:, 40:56, 30:46] = 1.0
@@ -177,8 +180,19 @@ def _stream(workers: int, steps: int = 5, rank: int = 0, world: int = 1) -> Stre
     reader = FakeCohort(5, slices=4)
     index, kept, _ = index_cohort(reader, reader.records(), cache_bytes=0)
     item = SliceViews([WINDOWS["lung"]], TwoViews(AugmentConfig(size=16)), lesion_crops=True)
-    return StreamingSlices(reader, kept, index, item, seed=3, rank=rank, world=world, workers=workers,
-                           batch_size=2, steps_per_epoch=steps, buffer_size=6)
+    return StreamingSlices(
+        reader,
+        kept,
+        index,
+        item,
+        seed=3,
+        rank=rank,
+        world=world,
+        workers=workers,
+        batch_size=2,
+        steps_per_epoch=steps,
+        buffer_size=6,
+    )
 
 
 def _batches(stream: StreamingSlices, epoch: int, skip: int = 0) -> list[dict[str, torch.Tensor]]:
@@ -202,7 +216,9 @@ def test_stream_yields_exact_batches_and_resumes_mid_epoch() -> None:
     assert not shards[0] & shards[1] and shards[0] | shards[1] == set(range(5))
 
 
-def test_streamed_index_reports_the_unreadable_scans_of_every_rank(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_streamed_index_reports_the_unreadable_scans_of_every_rank(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Streaming splits the indexing pass between ranks; rank 0 alone reports, so it must hear of the scans
     # the other ranks could not read. Two ranks are played in turn here, with the all-gather stood in for.
     from clearbench.pretraining import run as R
@@ -247,8 +263,19 @@ def test_stream_reads_each_scan_once_and_yields_each_slice_once_per_pass() -> No
     item = SliceViews([WINDOWS["lung"]], _Identity(), lesion_crops=False)  # type: ignore[arg-type]
     for buffer_size in (64, 6):
         loads.clear()
-        stream = StreamingSlices(reader, kept, index, item, seed=3, rank=0, world=1, workers=1, batch_size=2,
-                                 steps_per_epoch=10, buffer_size=buffer_size)
+        stream = StreamingSlices(
+            reader,
+            kept,
+            index,
+            item,
+            seed=3,
+            rank=0,
+            world=1,
+            workers=1,
+            batch_size=2,
+            steps_per_epoch=10,
+            buffer_size=buffer_size,
+        )
         stream.start(0)
         items = list(stream)
         assert sorted(loads) == [f"s{i:02d}" for i in range(5)]

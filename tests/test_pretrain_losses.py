@@ -82,7 +82,9 @@ def test_symmetric_moco_loss_and_gradients_flow_to_queries_only() -> None:
     mask = lesion.clone()
     expected = lecl_info_nce(q1, k2, TAU, mask, 1.0) + lecl_info_nce(q2, k1, TAU, mask, 1.0)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
-    assert moco.loss(q1, q2, k1, k2).item() == pytest.approx((info_nce(q1, k2, TAU) + info_nce(q2, k1, TAU)).item(), rel=1e-6)
+    assert moco.loss(q1, q2, k1, k2).item() == pytest.approx(
+        (info_nce(q1, k2, TAU) + info_nce(q2, k1, TAU)).item(), rel=1e-6
+    )
     loss.backward()
     assert q1.grad is not None and q1.grad.abs().sum() > 0
     assert not gather_no_grad(q1).requires_grad  # a world of one: the gathered keys are detached

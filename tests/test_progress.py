@@ -49,7 +49,11 @@ def test_lines_come_every_interval_and_at_the_end(monkeypatch: pytest.MonkeyPatc
         for _ in range(25):
             clock.now += 1
             progress.advance(task)
-    assert [line.split("  ")[1] for line in out.getvalue().splitlines()] == ["10/25 (40%)", "20/25 (80%)", "25/25 (100%)"]
+    assert [line.split("  ")[1] for line in out.getvalue().splitlines()] == [
+        "10/25 (40%)",
+        "20/25 (80%)",
+        "25/25 (100%)",
+    ]
 
 
 def test_a_command_shorter_than_the_interval_prints_no_progress() -> None:
@@ -101,7 +105,9 @@ def test_the_interval_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch
 
 def test_a_command_whose_stderr_is_a_log_prints_progress_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLEARBENCH_PROGRESS_SECONDS", "0")
-    result = CliRunner().invoke(app, ["synth", "deeplesion", "--out", str(tmp_path / "dl"), "--scans", "3", "--size", "32"])
+    result = CliRunner().invoke(
+        app, ["synth", "deeplesion", "--out", str(tmp_path / "dl"), "--scans", "3", "--size", "32"]
+    )
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if line.startswith("writing deeplesion")]
     assert [line.split("  ")[1] for line in lines] == ["1/3 (33%)", "2/3 (67%)", "3/3 (100%)"]

@@ -113,7 +113,9 @@ def test_too_few_patients_is_a_clear_error() -> None:
 
 
 @pytest.mark.parametrize("n_labels", [1, 3, 8])
-@pytest.mark.parametrize("spec", [ProtocolSpec("nested-kfold", folds=5), ProtocolSpec("holdout+kfold", folds=5)], ids=lambda s: s.kind)
+@pytest.mark.parametrize(
+    "spec", [ProtocolSpec("nested-kfold", folds=5), ProtocolSpec("holdout+kfold", folds=5)], ids=lambda s: s.kind
+)
 def test_smallest_cohorts_the_protocol_accepts_split_into_non_empty_roles(spec: ProtocolSpec, n_labels: int) -> None:
     """A stratified hold-out of one patient is impossible (sklearn needs one per class) and iterative
     stratification may hold out nobody on a few patients; both must fall back, not crash or leave a role empty."""

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from render_spy import write_and_capture
 
 import clearbench.scans.synth.radchest as synth_rc
 from clearbench.errors import InputError
 from clearbench.scans.problems import ProblemLog
 from clearbench.scans.radchest import ABNORMALITIES, RadChestReader
 from clearbench.scans.registry import open_dataset
-from render_spy import write_and_capture
 
 N_SCANS = 8
 
@@ -110,8 +110,9 @@ def test_a_subset_of_columns_and_plain_abnormality_columns(cohort, tmp_path: Pat
     ids = sorted(rows)
     with (root / "imgtrain_Abnormality_and_Location_Labels.csv").open("w", newline="") as fh:
         writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["NoteAcc_DEID", "nodule*right_upper", "nodule*left_lower", "nodulegr1cm*left_lower",
-                         "emphysema"])
+        writer.writerow(
+            ["NoteAcc_DEID", "nodule*right_upper", "nodule*left_lower", "nodulegr1cm*left_lower", "emphysema"]
+        )
         writer.writerow([ids[0], "0", "1", "1", "0.0"])
         writer.writerow([ids[1], "0", "0", "1", "1.0"])
         for scan_id in ids[2:]:
@@ -167,7 +168,9 @@ def test_npz_without_ct_key_corrupt_npz_and_nan_volume(cohort, tmp_path: Path) -
     records = reader.records()
     assert len(records) == N_SCANS - 2
     errors = {p.path: p.reason for p in reader.problems.errors}
-    assert "no 'ct' array" in errors[str(root / f"{names[0]}.npz")] and "volume" in errors[str(root / f"{names[0]}.npz")]
+    assert (
+        "no 'ct' array" in errors[str(root / f"{names[0]}.npz")] and "volume" in errors[str(root / f"{names[0]}.npz")]
+    )
     assert "truncated or corrupt" in errors[str(root / f"{names[1]}.npz")]
     scans = {s.scan_id: s for s in reader.scans()}
     assert names[2] not in scans and len(scans) == N_SCANS - 3

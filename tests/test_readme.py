@@ -46,9 +46,12 @@ def test_the_opening_commands_are_make_targets_and_ci_runs_the_tests() -> None:
     makefile = (REPO / "Makefile").read_text()
     for target in ("demo", "test"):
         assert re.search(rf"^{target}:", makefile, re.M), f"no `{target}` target in the Makefile"
+
     # What each target would run, without running it: the demo command, and the suite through pytest.
     def dry(target: str) -> str:
-        return subprocess.run(["make", "-n", "-C", str(REPO), target], capture_output=True, text=True, check=True).stdout
+        return subprocess.run(
+            ["make", "-n", "-C", str(REPO), target], capture_output=True, text=True, check=True
+        ).stdout
 
     assert re.search(r"-m clearbench demo\b", dry("demo"))
     assert re.search(r"-m pytest\b", dry("test"))
@@ -91,15 +94,30 @@ def _install(source: Path, target: Path) -> None:
     [install] = [line for line in _blocks("sh") if "pip install ./" + PLUGIN in line][0].splitlines()[:1]
     assert shlex.split(install)[1:] == ["install", f"./{PLUGIN}"]
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
-         "--target", str(target), str(source)],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
 
 
 def _run_readme_python(site: Path, home: Path) -> subprocess.CompletedProcess[str]:
     [snippet] = [body for body in _blocks("python") if 'load_encoder("tinyconv-random")' in body]
-    return subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, env=_env(site, home), cwd=home)
+    return subprocess.run(
+        [sys.executable, "-c", snippet], capture_output=True, text=True, env=_env(site, home), cwd=home
+    )
 
 
 def _env(site: Path, home: Path) -> dict[str, str]:
@@ -120,7 +138,10 @@ def test_the_plugin_example_installs_and_loads_through_the_registry(tmp_path: Pa
     assert result.stdout.split() == ["tinyconv-random", "(2,", "32)", "random:0"]
     check = subprocess.run(
         [sys.executable, "-m", "clearbench", "encoders", "check", "tinyconv-random", "--json"],
-        capture_output=True, text=True, env=_env(site, home), cwd=home,
+        capture_output=True,
+        text=True,
+        env=_env(site, home),
+        cwd=home,
     )
     assert check.returncode == 0, check.stdout + check.stderr
 

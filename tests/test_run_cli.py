@@ -22,8 +22,8 @@ import clearbench.protocols.stored_split as stored_split
 from clearbench.cli import app, main
 from clearbench.cli.run import summary_table
 from clearbench.errors import ClearbenchError
-from clearbench.protocols.metrics import MACRO, FoldScores, Summary
 from clearbench.protocols.holdout import task_test_patients
+from clearbench.protocols.metrics import MACRO, FoldScores, Summary
 from clearbench.protocols.run import EncoderRun, run_task
 from clearbench.scans.registry import open_dataset
 from clearbench.scans.synth.nsclc import write_cohort
@@ -31,7 +31,6 @@ from clearbench.scans.windows import get_window
 from clearbench.store import EmbeddingStore, ScanEmbeddings, connect
 from clearbench.store.db import table_names
 from clearbench.store.results import ResultsStore
-
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +87,9 @@ def test_task3_end_to_end_through_the_cli(tmp_path: Path, nsclc_root: Path) -> N
     write_table(store, nsclc_root, "toy-slice")
     write_table(store, nsclc_root, "toy-volume", kind="volume")
     result = CliRunner().invoke(
-        app, ["run", "task3", "--min-test-patients", "2", "--epochs", "3", "--store", str(store), "--root", str(nsclc_root)], env={"COLUMNS": "120"}
+        app,
+        ["run", "task3", "--min-test-patients", "2", "--epochs", "3", "--store", str(store), "--root", str(nsclc_root)],
+        env={"COLUMNS": "120"},
     )
     assert result.exit_code == 0, result.output
     assert "task3 · toy-slice" in result.stdout and "task3 · toy-volume" in result.stdout
@@ -120,10 +121,15 @@ def test_task3_end_to_end_through_the_cli(tmp_path: Path, nsclc_root: Path) -> N
         assert len(p["attention"]) == len(p["window"]) == len(p["slice_idx"]) == n
         assert set(p["window"]) == {"lung"} and p["slice_idx"] == list(range(n))
         assert sum(p["attention"]) == pytest.approx(1.0, abs=1e-5)
-        assert p["pred"] == [p["prob"][0] >= f["thresholds"][0] for f in folds if f["encoder"] == "toy-slice" and f["fold"] == p["fold"]]
+        assert p["pred"] == [
+            p["prob"][0] >= f["thresholds"][0] for f in folds if f["encoder"] == "toy-slice" and f["fold"] == p["fold"]
+        ]
     assert all(p["attention"] is None for p in preds if p["encoder"] == "toy-volume")
     metrics = _table(store, "run_metrics")
-    assert {(m["split"], m["label"], m["metric"]) for m in metrics} >= {("test", MACRO, "auc"), ("val", "stage_high", "f1")}
+    assert {(m["split"], m["label"], m["metric"]) for m in metrics} >= {
+        ("test", MACRO, "auc"),
+        ("val", "stage_high", "f1"),
+    }
 
 
 def test_rerun_reuses_finished_folds_unless_told_and_gives_identical_numbers(tmp_path: Path, nsclc_root: Path) -> None:
@@ -159,12 +165,16 @@ def test_changed_vectors_or_splits_never_reuse_stale_folds(tmp_path: Path, nsclc
         return [replace(folds[0], test=folds[1].test, train=folds[1].train, val=folds[1].val), *folds[1:]]
 
     monkeypatch.setattr(stored_split, "make_folds", swapped)
-    resplit = run_task("task3", min_test_patients=2, root=nsclc_root, store=store, epochs=1, device="cpu", resplit=True)[0]
+    resplit = run_task(
+        "task3", min_test_patients=2, root=nsclc_root, store=store, epochs=1, device="cpu", resplit=True
+    )[0]
     assert resplit.reused == [] and resplit.config_hash != changed.config_hash
     assert resplit.split_id != changed.split_id and resplit.split.choice == "resplit"
 
 
-def test_killed_run_keeps_committed_folds_and_redoes_the_interrupted_one(tmp_path: Path, nsclc_root: Path, monkeypatch) -> None:
+def test_killed_run_keeps_committed_folds_and_redoes_the_interrupted_one(
+    tmp_path: Path, nsclc_root: Path, monkeypatch
+) -> None:
     store = tmp_path / "store"
     write_table(store, nsclc_root, "toy-slice")
     real_write = ResultsStore.write_fold
@@ -183,7 +193,11 @@ def test_killed_run_keeps_committed_folds_and_redoes_the_interrupted_one(tmp_pat
 
     trained = []
     real_run_fold = run_mod.run_fold
-    monkeypatch.setattr(run_mod, "run_fold", lambda bags, fold, *a, **k: trained.append(fold.index) or real_run_fold(bags, fold, *a, **k))
+    monkeypatch.setattr(
+        run_mod,
+        "run_fold",
+        lambda bags, fold, *a, **k: trained.append(fold.index) or real_run_fold(bags, fold, *a, **k),
+    )
     resumed = run_task("task3", min_test_patients=2, root=nsclc_root, store=store, epochs=2, device="cpu")[0]
     assert resumed.reused == [0, 1] and trained == [2, 3, 4]
     preds = _table(store, "run_predictions")
@@ -196,11 +210,29 @@ def test_killed_run_keeps_committed_folds_and_redoes_the_interrupted_one(tmp_pat
 
 def _paused_run(store: Path, root: Path, fold: int, table: str) -> subprocess.Popen:
     """``clearbench run`` in a child process that stops right after fold ``fold``'s rows reach ``table``."""
-    cli = ["run", "task3", "--min-test-patients", "2", "--epochs", "1", "--store", str(store), "--root", str(root), "--device", "cpu",
-           "--threads", "1", "--json"]
+    cli = [
+        "run",
+        "task3",
+        "--min-test-patients",
+        "2",
+        "--epochs",
+        "1",
+        "--store",
+        str(store),
+        "--root",
+        str(root),
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--json",
+    ]
     return subprocess.Popen(
         [sys.executable, str(Path(__file__).with_name("kill_points.py")), "fold-commit", str(fold), table, "--", *cli],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
 
 
@@ -217,10 +249,14 @@ def _assert_committed_folds_whole(store: Path, committed: list[int], metrics_per
 
 
 @pytest.mark.slow
-def test_sigkill_during_a_fold_commit_keeps_committed_folds_and_a_rerun_completes(tmp_path: Path, nsclc_root: Path) -> None:
+def test_sigkill_during_a_fold_commit_keeps_committed_folds_and_a_rerun_completes(
+    tmp_path: Path, nsclc_root: Path
+) -> None:
     reference_store = tmp_path / "reference"
     write_table(reference_store, nsclc_root, "toy-slice")
-    reference = run_task("task3", min_test_patients=2, root=nsclc_root, store=reference_store, epochs=1, device="cpu")[0]
+    reference = run_task("task3", min_test_patients=2, root=nsclc_root, store=reference_store, epochs=1, device="cpu")[
+        0
+    ]
     metrics_per_fold = len(_table(reference_store, "run_metrics")) // 5
 
     store = tmp_path / "store"
@@ -247,10 +283,15 @@ def test_sigkill_during_a_fold_commit_keeps_committed_folds_and_a_rerun_complete
 def test_missing_encoder_and_missing_embeddings_are_clear_errors(tmp_path: Path, nsclc_root: Path) -> None:
     store = tmp_path / "store"
     runner = CliRunner()
-    result = runner.invoke(app, ["run", "task3", "--min-test-patients", "2", "--store", str(store), "--root", str(nsclc_root)])
+    result = runner.invoke(
+        app, ["run", "task3", "--min-test-patients", "2", "--store", str(store), "--root", str(nsclc_root)]
+    )
     assert result.exit_code != 0 and "no embeddings of dataset 'nsclc'" in str(result.exception)
     write_table(store, nsclc_root, "toy-slice")
-    result = runner.invoke(app, ["run", "task3", "--min-test-patients", "2", "-e", "nope", "--store", str(store), "--root", str(nsclc_root)])
+    result = runner.invoke(
+        app,
+        ["run", "task3", "--min-test-patients", "2", "-e", "nope", "--store", str(store), "--root", str(nsclc_root)],
+    )
     assert "clearbench embed --dataset nsclc --encoder nope" in str(result.exception)
 
 
@@ -258,11 +299,20 @@ def test_an_encoder_with_too_few_scans_is_reported_and_the_others_still_run(tmp_
     store = tmp_path / "store"
     write_table(store, nsclc_root, "toy-slice")
     write_table(store, nsclc_root, "toy-few", limit=4)
-    result = CliRunner().invoke(app, ["run", "task3", "--min-test-patients", "2", "--epochs", "2", "--store", str(store)], env={"COLUMNS": "200"})
+    result = CliRunner().invoke(
+        app,
+        ["run", "task3", "--min-test-patients", "2", "--epochs", "2", "--store", str(store)],
+        env={"COLUMNS": "200"},
+    )
     assert result.exit_code == 3, result.output  # done, with one encoder skipped
     assert "task3 · toy-slice" in result.stdout and "task3 · toy-few" not in result.stdout
-    assert "nsclc__toy-few: task task3 skipped for encoder toy-few: protocol nested-kfold needs at least 7 patients" in result.stderr
-    strict = CliRunner().invoke(app, ["run", "task3", "--min-test-patients", "2", "--epochs", "2", "--store", str(store), "--strict"])
+    assert (
+        "nsclc__toy-few: task task3 skipped for encoder toy-few: protocol nested-kfold needs at least 7 patients"
+        in result.stderr
+    )
+    strict = CliRunner().invoke(
+        app, ["run", "task3", "--min-test-patients", "2", "--epochs", "2", "--store", str(store), "--strict"]
+    )
     assert strict.exit_code != 0 and "needs at least 7 patients" in str(strict.exception)
 
 
@@ -270,18 +320,24 @@ def test_a_run_in_which_no_encoder_could_run_fails(tmp_path: Path, nsclc_root: P
     """Scripts chain on the exit code: when every encoder was skipped, nothing was evaluated."""
     store = tmp_path / "store"
     write_table(store, nsclc_root, "toy-few", limit=4)
-    result = CliRunner().invoke(app, ["run", "task3", "--min-test-patients", "2", "--epochs", "2", "--store", str(store)])
+    result = CliRunner().invoke(
+        app, ["run", "task3", "--min-test-patients", "2", "--epochs", "2", "--store", str(store)]
+    )
     assert result.exit_code != 0
     assert "skipped for encoder toy-few" in result.stderr
     assert "no encoder could run task task3" in str(result.exception)
 
 
 @pytest.mark.parametrize("device, reason", [("cuda", "no CUDA device"), ("gpu0", "not a torch device")])
-def test_an_unusable_device_is_a_one_line_error(tmp_path: Path, nsclc_root: Path, monkeypatch, device: str, reason: str) -> None:
+def test_an_unusable_device_is_a_one_line_error(
+    tmp_path: Path, nsclc_root: Path, monkeypatch, device: str, reason: str
+) -> None:
     monkeypatch.setattr(run_mod.torch.cuda, "is_available", lambda: False)
     store = tmp_path / "store"
     write_table(store, nsclc_root, "toy-slice")
-    result = CliRunner().invoke(app, ["run", "task3", "--min-test-patients", "2", "--epochs", "1", "--store", str(store), "--device", device])
+    result = CliRunner().invoke(
+        app, ["run", "task3", "--min-test-patients", "2", "--epochs", "1", "--store", str(store), "--device", device]
+    )
     assert result.exit_code != 0
     assert isinstance(result.exception, ClearbenchError) and reason in str(result.exception)
     assert "--device cpu" in str(result.exception)
@@ -294,11 +350,25 @@ def test_strict_run_stops_at_the_first_bad_input_and_prints_it_once(
     clinical = next(root.rglob("*clinical*.csv"))
     last = clinical.read_text().rstrip("\n").splitlines()[-1]
     with clinical.open("a") as fh:
-        fh.write("LUNG1-999" + last[last.index(","):] + "\n")  # a patient without CT: an error of the reader
+        fh.write("LUNG1-999" + last[last.index(",") :] + "\n")  # a patient without CT: an error of the reader
     store = tmp_path / "store"
     write_table(store, root, "toy-slice")
     with pytest.raises(SystemExit) as exc:
-        main(["run", "task3", "--min-test-patients", "2", "--strict", "--epochs", "1", "--store", str(store), "--root", str(root)])
+        main(
+            [
+                "run",
+                "task3",
+                "--min-test-patients",
+                "2",
+                "--strict",
+                "--epochs",
+                "1",
+                "--store",
+                str(store),
+                "--root",
+                str(root),
+            ]
+        )
     assert exc.value.code == 1
     err = capsys.readouterr().err
     assert err.count("LUNG1-999") == 1 and err.strip().startswith("error: ")
@@ -354,8 +424,25 @@ def test_task3_end_to_end_on_hu_hist_embeddings_of_the_synthetic_nsclc_dicom(tmp
 def test_summary_table_shows_undefined_labels_as_undefined() -> None:
     values = {m: {"a": 0.8, "b": float("nan"), MACRO: 0.8} for m in ("auc", "auprc", "f1")}
     fold = FoldScores(["a", "b"], values)
-    summary = {m: {"a": Summary(0.8, 0.05, 2), "b": Summary(float("nan"), float("nan"), 0), MACRO: Summary(0.8, 0.05, 2)} for m in values}
-    run = EncoderRun("t", "enc", "tbl", "slice", "abmil", "run-1", "0" * 64, ["a", "b"], ["auc", "auprc", "f1"], 10, 8, [fold, fold], summary)
+    summary = {
+        m: {"a": Summary(0.8, 0.05, 2), "b": Summary(float("nan"), float("nan"), 0), MACRO: Summary(0.8, 0.05, 2)}
+        for m in values
+    }
+    run = EncoderRun(
+        "t",
+        "enc",
+        "tbl",
+        "slice",
+        "abmil",
+        "run-1",
+        "0" * 64,
+        ["a", "b"],
+        ["auc", "auprc", "f1"],
+        10,
+        8,
+        [fold, fold],
+        summary,
+    )
     console = Console(width=120, record=True)
     console.print(summary_table(run))
     text = console.export_text()
@@ -368,9 +455,13 @@ def test_summary_table_shows_undefined_labels_as_undefined() -> None:
 def test_a_test_set_smaller_than_the_cards_minimum_is_refused(tmp_path: Path, nsclc_root: Path) -> None:
     store = tmp_path / "store"
     write_table(store, nsclc_root, "toy-slice")
-    with pytest.raises(ClearbenchError, match=r"test set of fold 0 has 3 patients, fewer than the task's minimum of 10"):
+    with pytest.raises(
+        ClearbenchError, match=r"test set of fold 0 has 3 patients, fewer than the task's minimum of 10"
+    ):
         run_task("task3", root=nsclc_root, store=store, epochs=1, device="cpu")
-    result = CliRunner().invoke(app, ["run", "task3", "--epochs", "1", "--store", str(store), "--root", str(nsclc_root)])
+    result = CliRunner().invoke(
+        app, ["run", "task3", "--epochs", "1", "--store", str(store), "--root", str(nsclc_root)]
+    )
     assert result.exit_code != 0 and "fewer than the task's minimum of 10" in result.stderr
     assert "--min-test-patients 3 to accept it" in result.stderr
     assert "run_folds" not in table_names(connect(store))
@@ -380,7 +471,9 @@ def test_the_macro_average_says_how_many_labels_it_covers() -> None:
     values = {m: {"a": 0.8, "b": float("nan"), "c": 0.6, MACRO: 0.7} for m in ("auc", "auprc", "f1")}
     fold = FoldScores(["a", "b", "c"], values)
     summary = {m: {k: Summary(v, 0.0, 2) for k, v in values[m].items()} for m in values}
-    run = EncoderRun("t", "enc", "tbl", "slice", "abmil", "run-1", "0" * 64, ["a", "b", "c"], ["auc"], 10, 8, [fold, fold], summary)
+    run = EncoderRun(
+        "t", "enc", "tbl", "slice", "abmil", "run-1", "0" * 64, ["a", "b", "c"], ["auc"], 10, 8, [fold, fold], summary
+    )
     console = Console(width=120, record=True)
     console.print(summary_table(run))
     assert "macro (2/3 labels)" in console.export_text()
@@ -401,7 +494,14 @@ def test_recipe_overrides_enter_the_config_hash_and_the_stored_config(tmp_path: 
     base = _json_run(store, nsclc_root, "--epochs", "1")
     assert base["summary"]["auc"][MACRO]["n"] >= 1 and base["macro_labels"] == {"min": 1, "max": 1, "of": 1}
     hashes = {base["config_hash"]}
-    for flag in (["--lr", "0.001"], ["--batch-size", "4"], ["--patience", "2"], ["--no-standardize"], ["--min-steps", "0"], ["--epochs", "2"]):
+    for flag in (
+        ["--lr", "0.001"],
+        ["--batch-size", "4"],
+        ["--patience", "2"],
+        ["--no-standardize"],
+        ["--min-steps", "0"],
+        ["--epochs", "2"],
+    ):
         out = _json_run(store, nsclc_root, "--epochs", "1", *flag)
         assert out["config_hash"] not in hashes, flag
         hashes.add(out["config_hash"])
@@ -411,7 +511,9 @@ def test_recipe_overrides_enter_the_config_hash_and_the_stored_config(tmp_path: 
     assert run["config"]["training"]["lr"] == 0.001 and run["config"]["overrides"]["lr"] == 0.001
     # the table's caption names the recipe, overrides marked
     shown = CliRunner().invoke(
-        app, ["run", "task3", "--min-test-patients", "2", "--epochs", "1", "--lr", "0.001", "--store", str(store)], env={"COLUMNS": "200"}
+        app,
+        ["run", "task3", "--min-test-patients", "2", "--epochs", "1", "--lr", "0.001", "--store", str(store)],
+        env={"COLUMNS": "200"},
     )
     assert "recipe: lr 0.001*, batch 128, epochs 1*, patience 8, standardize True, min steps 512" in shown.stdout
 

@@ -15,14 +15,29 @@ from clearbench.encoders.registry import get_family, load_encoder
 from clearbench.encoders.sam2 import HIERA_L_PARAMS, build_sam2_image_encoder
 from clearbench.errors import MissingExtraError
 
-TINY = {**HIERA_L_PARAMS, "embed_dim": 16, "num_heads": 1, "stages": [1, 1, 2, 1], "global_att_blocks": [3],
-        "window_pos_embed_bkg_spatial_size": [7, 7], "window_spec": [8, 4, 4, 2], "d_model": 32}
+TINY = {
+    **HIERA_L_PARAMS,
+    "embed_dim": 16,
+    "num_heads": 1,
+    "stages": [1, 1, 2, 1],
+    "global_att_blocks": [3],
+    "window_pos_embed_bkg_spatial_size": [7, 7],
+    "window_spec": [8, 4, 4, 2],
+    "d_model": 32,
+}
 PREP_64 = {"size": 64, "crop": 64}
 
 
 def _card(name: str, weights, params=None, preprocessing=None) -> None:
-    write_card({"name": name, "family": "sam2", "weights": weights, "params": params or {},
-                "preprocessing": preprocessing or {}})
+    write_card(
+        {
+            "name": name,
+            "family": "sam2",
+            "weights": weights,
+            "params": params or {},
+            "preprocessing": preprocessing or {},
+        }
+    )
 
 
 def _slices(n: int = 3, h: int = 80, w: int = 72) -> torch.Tensor:

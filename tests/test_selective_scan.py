@@ -100,14 +100,16 @@ def test_autocast_does_not_lower_the_scan_precision():
 
 def test_cpu_tensors_never_import_mamba_ssm(monkeypatch):
     """With mamba-ssm installed, CPU tensors still take the torch scan (its import needs CUDA)."""
+
     def cuda_only():
         raise AssertionError("mamba_ssm must not be imported for CPU tensors")
 
     monkeypatch.setattr(ss, "mamba_ssm_installed", lambda: True)
     monkeypatch.setattr(ss, "_mamba_ssm_scan", cuda_only)
     inputs = _inputs(seed=4)
-    assert torch.equal(selective_scan(**inputs, delta_softplus=True),
-                       selective_scan_chunked(**inputs, delta_softplus=True))
+    assert torch.equal(
+        selective_scan(**inputs, delta_softplus=True), selective_scan_chunked(**inputs, delta_softplus=True)
+    )
 
 
 def test_the_mamba_ssm_kernel_gets_its_documented_arguments(monkeypatch):

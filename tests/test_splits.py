@@ -21,8 +21,8 @@ from clearbench.protocols.stored_split import CohortChangedError, cohort_fingerp
 from clearbench.scans.registry import open_dataset
 from clearbench.scans.synth.nsclc import write_cohort
 from clearbench.store import connect
-from clearbench.store.results import RUNS, RUNS_SCHEMA, ResultsStore
 from clearbench.store.db import open_or_create
+from clearbench.store.results import RUNS, RUNS_SCHEMA, ResultsStore
 from clearbench.store.splits import SPLITS, SPLITS_SCHEMA, SplitTables
 from clearbench.tasks.labels import task_labels
 from clearbench.tasks.registry import get_task
@@ -67,13 +67,17 @@ def run_json(*args: str) -> list[dict]:
     return [json.loads(line) for line in result.stdout.strip().splitlines()]
 
 
-def test_two_encoders_are_tested_on_the_stored_split_and_a_missing_scan_is_counted(tmp_path: Path, nsclc_root: Path) -> None:
+def test_two_encoders_are_tested_on_the_stored_split_and_a_missing_scan_is_counted(
+    tmp_path: Path, nsclc_root: Path
+) -> None:
     store = tmp_path / "store"
     split, _ = load_task_split("task3", root=nsclc_root, store=store)
     missing = split.folds[0]["test"][0]
     write_table(store, nsclc_root, "enc-a")
     write_table(store, nsclc_root, "enc-b", skip=frozenset({missing}))
-    out = {r["encoder"]: r for r in run_json("task3", "--epochs", "1", "--store", str(store), "--root", str(nsclc_root))}
+    out = {
+        r["encoder"]: r for r in run_json("task3", "--epochs", "1", "--store", str(store), "--root", str(nsclc_root))
+    }
     assert out["enc-a"]["split_id"] == out["enc-b"]["split_id"] == split.split_id
     assert out["enc-a"]["n_missing"] == 0 and out["enc-b"]["n_missing"] == 1 and out["enc-b"]["missing"] == [missing]
     assert out["enc-b"]["n_scans"] == out["enc-a"]["n_scans"] - 1
@@ -89,7 +93,9 @@ def test_two_encoders_are_tested_on_the_stored_split_and_a_missing_scan_is_count
             assert sorted(a[f"{role}_scan_ids"]) == split.folds[k][role]
             assert sorted(b[f"{role}_scan_ids"]) == [s for s in split.folds[k][role] if s != missing]
         # the stored predictions: the same test patients for both encoders, but for the missing scan's
-        tested = {e: {p["patient_id"] for p in preds if p["encoder"] == e and p["fold"] == k} for e in ("enc-a", "enc-b")}
+        tested = {
+            e: {p["patient_id"] for p in preds if p["encoder"] == e and p["fold"] == k} for e in ("enc-a", "enc-b")
+        }
         assert tested["enc-a"] == split.patients(k, "test")
         assert tested["enc-b"] == split.patients(k, "test") - ({split.patient_of[missing]} if k == 0 else set())
 
@@ -126,7 +132,9 @@ def test_the_split_is_drawn_once_and_a_repeated_run_adds_no_row(tmp_path: Path, 
     assert len(_table(store, "split_choices")) == n_choices  # nothing to record when nothing changed
 
 
-def test_a_changed_cohort_is_refused_until_the_user_keeps_or_redraws_the_split(tmp_path: Path, nsclc_root: Path) -> None:
+def test_a_changed_cohort_is_refused_until_the_user_keeps_or_redraws_the_split(
+    tmp_path: Path, nsclc_root: Path
+) -> None:
     root = Path(shutil.copytree(nsclc_root, tmp_path / "nsclc"))
     store = tmp_path / "store"
     write_table(store, root, "enc-a")
@@ -162,11 +170,15 @@ def test_a_changed_cohort_is_refused_until_the_user_keeps_or_redraws_the_split(t
     (back,) = run_json(*base)
     assert back["split_id"] == old["split_id"]
 
-    both = runner.invoke(app, ["splits", "task3", "--root", str(root), "--store", str(store), "--resplit", "--keep-split"])
+    both = runner.invoke(
+        app, ["splits", "task3", "--root", str(root), "--store", str(store), "--resplit", "--keep-split"]
+    )
     assert isinstance(both.exception, ClearbenchError) and "exclude each other" in str(both.exception)
 
 
-def test_a_removed_or_relabelled_scan_is_a_changed_cohort_and_a_kept_split_reports_it(tmp_path: Path, nsclc_root: Path) -> None:
+def test_a_removed_or_relabelled_scan_is_a_changed_cohort_and_a_kept_split_reports_it(
+    tmp_path: Path, nsclc_root: Path
+) -> None:
     card = get_task("task3")
     labels = labels_of(nsclc_root)
     store = tmp_path / "store"
@@ -193,8 +205,19 @@ def test_splits_json_has_the_documented_keys(tmp_path: Path, nsclc_root: Path) -
     assert result.exit_code == 0, result.output
     view = json.loads(result.stdout)
     assert set(view) == {
-        "task", "split_id", "cohort_fingerprint", "seed", "protocol", "created_at", "choice", "labels",
-        "n_scans", "n_patients", "test_patients", "folds", "cohort_change",
+        "task",
+        "split_id",
+        "cohort_fingerprint",
+        "seed",
+        "protocol",
+        "created_at",
+        "choice",
+        "labels",
+        "n_scans",
+        "n_patients",
+        "test_patients",
+        "folds",
+        "cohort_change",
     }
     assert view["choice"] == "drawn" and view["n_scans"] == 15 and view["protocol"]["kind"] == "nested-kfold"
     assert len(view["folds"]) == 5 and sorted(view["test_patients"]) == view["test_patients"]
@@ -257,7 +280,9 @@ def test_exclude_test_of_reads_the_stored_split_in_a_process_without_lancedb(tmp
     assert spawned == here and spawned.split_id == split.split_id and set(spawned.patients) == split.test_patients()
 
 
-def test_exclude_test_of_refuses_a_changed_cohort_and_names_the_command_that_settles_it(tmp_path: Path, nsclc_root: Path) -> None:
+def test_exclude_test_of_refuses_a_changed_cohort_and_names_the_command_that_settles_it(
+    tmp_path: Path, nsclc_root: Path
+) -> None:
     store = tmp_path / "store"
     reader = open_dataset("nsclc", nsclc_root)
     records = reader.records()
@@ -273,10 +298,25 @@ def test_a_runs_table_of_an_older_clearbench_gains_the_new_columns(tmp_path: Pat
     db = connect(tmp_path / "store")
     old_schema = pa.schema([f for f in RUNS_SCHEMA if f.name not in ("split_id", "n_missing", "missing")])
     row = {f.name: None for f in old_schema} | {
-        "run_id": "old", "config_hash": "h", "task": "t", "dataset": "d", "encoder": "e", "started_at": datetime(2026, 1, 1, tzinfo=timezone.utc)
+        "run_id": "old",
+        "config_hash": "h",
+        "task": "t",
+        "dataset": "d",
+        "encoder": "e",
+        "started_at": datetime(2026, 1, 1, tzinfo=timezone.utc),
     }
     db.create_table(RUNS, data=pa.Table.from_pylist([row], schema=old_schema))
     results = ResultsStore(db=db)
-    results.start_run({"run_id": "new", "config_hash": "h2", "task": "t", "dataset": "d", "encoder": "e", "split_id": "s", "n_missing": 2})
+    results.start_run(
+        {
+            "run_id": "new",
+            "config_hash": "h2",
+            "task": "t",
+            "dataset": "d",
+            "encoder": "e",
+            "split_id": "s",
+            "n_missing": 2,
+        }
+    )
     rows = {r["run_id"]: r for r in results.runs("t")}
     assert rows["old"]["split_id"] is None and rows["new"]["split_id"] == "s" and rows["new"]["n_missing"] == 2

@@ -19,9 +19,19 @@ from clearbench.store import (
 )
 
 DIM = 6
-PROV = {"encoder": "enc", "family": "fam", "kind": "slice", "dim": DIM, "preprocessing_hash": "abc",
-        "weights": "/weights/a.pt", "weights_sha256": "f" * 64, "clearbench_version": "0.1.0",
-        "dataset": "ds", "dataset_root": "/data/ds", "card": {"family": "fam", "params": {}, "description": "x"}}
+PROV = {
+    "encoder": "enc",
+    "family": "fam",
+    "kind": "slice",
+    "dim": DIM,
+    "preprocessing_hash": "abc",
+    "weights": "/weights/a.pt",
+    "weights_sha256": "f" * 64,
+    "clearbench_version": "0.1.0",
+    "dataset": "ds",
+    "dataset_root": "/data/ds",
+    "card": {"family": "fam", "params": {}, "description": "x"},
+}
 BOTH = [WINDOWS["abdomen"], WINDOWS["lung"]]
 
 
@@ -30,8 +40,9 @@ def make_scan(
 ) -> ScanEmbeddings:
     w = np.repeat(np.array(windows, dtype=object), n_slices)
     s = np.tile(np.arange(n_slices, dtype=np.int32), len(windows))
-    return ScanEmbeddings(scan_id, "pat-" + scan_id[:2], w, s, s * 1.5 + 3.0,
-                          rng.normal(size=(len(w), dim)).astype(np.float32))
+    return ScanEmbeddings(
+        scan_id, "pat-" + scan_id[:2], w, s, s * 1.5 + 3.0, rng.normal(size=(len(w), dim)).astype(np.float32)
+    )
 
 
 @pytest.fixture
@@ -125,15 +136,20 @@ def test_rewriting_a_scan_adds_nothing(store):
 
 @pytest.mark.parametrize(
     ("bad", "message"),
-    [(np.nan, "non-finite values (1 NaN, 0 inf)"), (np.inf, "non-finite values (0 NaN, 1 inf)"),
-     (1e5, "beyond float16")],
+    [
+        (np.nan, "non-finite values (1 NaN, 0 inf)"),
+        (np.inf, "non-finite values (0 NaN, 1 inf)"),
+        (1e5, "beyond float16"),
+    ],
 )
 def test_unrepresentable_vectors_are_refused_with_the_scan_named(store, bad, message):
     rng = np.random.default_rng(4)
     table = store.open_for_writing("t", DIM, PROV, BOTH)
     good, broken = make_scan("good", 2, rng), make_scan("broken", 2, rng)
     broken.vectors[1, 2] = bad
-    with pytest.raises(NonFiniteEmbeddingError, match="scan broken: .*" + message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(
+        NonFiniteEmbeddingError, match="scan broken: .*" + message.replace("(", r"\(").replace(")", r"\)")
+    ):
         table.write([good, broken])
     # Nothing of the group was stored, and nothing infinite ever is.
     assert table.table.count_rows() == 0
@@ -162,8 +178,13 @@ def test_provenance_mismatch_names_the_fix(store):
         store.open_for_writing("t", DIM, {**PROV, "card": {**PROV["card"], "params": {"depth": 2}}}, BOTH)
     # What does not change a vector may change: the clearbench version, where the data or the weights file
     # lie (same sha256), the card's description.
-    same = {**PROV, "clearbench_version": "9.9", "dataset_root": "/moved", "weights": "/elsewhere/a.pt",
-            "card": {**PROV["card"], "description": "new words"}}
+    same = {
+        **PROV,
+        "clearbench_version": "9.9",
+        "dataset_root": "/moved",
+        "weights": "/elsewhere/a.pt",
+        "card": {**PROV["card"], "description": "new words"},
+    }
     store.open_for_writing("t", DIM, same, BOTH)
     # A window known under this name with other bounds is refused; a new window is recorded.
     with pytest.raises(ProvenanceMismatchError, match="window 'lung'"):

@@ -33,8 +33,20 @@ def cohort(tmp_path_factory) -> Path:
 
 
 def _embed_argv(cohort: Path, store: Path, *extra: str) -> list[str]:
-    return ["embed", "-e", "hu-hist", "-d", "deeplesion", "--root", str(cohort), "--windows", "lung",
-            "--store", str(store), *extra]
+    return [
+        "embed",
+        "-e",
+        "hu-hist",
+        "-d",
+        "deeplesion",
+        "--root",
+        str(cohort),
+        "--windows",
+        "lung",
+        "--store",
+        str(store),
+        *extra,
+    ]
 
 
 def _exit(capsys, argv: list[str]) -> tuple[int, str]:
@@ -160,8 +172,11 @@ def test_a_table_deleted_during_a_run_is_one_line_and_a_rerun_makes_it_whole(coh
 def test_bad_table_names_are_usage_errors_with_the_allowed_form(name, cohort, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     store = tmp_path / "deep" / "er" / "store"
-    for argv in (_embed_argv(cohort, store, "--table", name), ["store", "info", name, "--store", str(store)],
-                 ["store", "rm", name, "--store", str(store)]):
+    for argv in (
+        _embed_argv(cohort, store, "--table", name),
+        ["store", "info", name, "--store", str(store)],
+        ["store", "rm", name, "--store", str(store)],
+    ):
         line = _one_line(*_exit(capsys, argv), expected_code=2)
         assert f"invalid table name {name!r}" in line and "letters, digits, '_', '-' or '.'" in line
     with pytest.raises(TableNameError, match="letters, digits"):
@@ -203,7 +218,10 @@ def test_exit_code_3_after_a_skipped_scan_and_0_after_a_clean_run(tmp_path, caps
 def test_help_documents_the_exit_codes(capsys):
     main(["--help"])
     out = " ".join(capsys.readouterr().out.replace("│", " ").split())
-    assert "0 everything done; 1 an error stopped the command; 2 a usage error; 3 done, but some inputs were skipped" in out
+    assert (
+        "0 everything done; 1 an error stopped the command; 2 a usage error; 3 done, but some inputs were skipped"
+        in out
+    )
 
 
 @pytest.mark.slow
@@ -213,7 +231,21 @@ def test_run_on_a_read_only_store_is_one_line_and_a_writable_rerun_completes(tmp
     root = write_nsclc(tmp_path / "nsclc", 16, 0, size=24)
     store = tmp_path / "store"
     embed("hu-hist", "nsclc", root=root, store=store, progress=False)
-    run_argv = ["run", "task3", "--min-test-patients", "2", "--epochs", "1", "--threads", "1", "--device", "cpu", "--root", str(root), "--json"]
+    run_argv = [
+        "run",
+        "task3",
+        "--min-test-patients",
+        "2",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--root",
+        str(root),
+        "--json",
+    ]
     with _read_only_view(store, tmp_path / "ro") as reason:
         code, err = _exit(capsys, [*run_argv, "--store", str(tmp_path / "ro")])
         errors = [line for line in err.strip().splitlines() if not line.startswith("warning:")]  # a stage-NA patient

@@ -62,7 +62,7 @@ def test_builtin_cards_hold_the_papers_three_tasks() -> None:
         ('[protocol]\nkind = "nested-kfold"\nfolds = "five"', "protocol.folds"),
         ('[protocol]\nkind = "nested-kfold"\ntest_fraction = 0.2', "protocol.test_fraction"),
         ('[protocol]\nkind = "bootstrap"', "protocol.kind"),
-        ('[training]\nlr = -1', "training.lr"),
+        ("[training]\nlr = -1", "training.lr"),
         ('[heads.slice]\nhead = "abmil"\ngated = "yes"', "heads.slice.gated"),
         ('[heads.volume]\nhead = "transmil"', "heads.volume.head"),
     ],
@@ -100,7 +100,7 @@ def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
 def test_user_cards_join_the_registry_and_bad_ones_are_reported() -> None:
     folder = user_card_dir("tasks")
     _write(folder, "my-cohort", MINIMAL)
-    _write(folder, "broken", MINIMAL.replace('type = "binary"', 'type = 3'))
+    _write(folder, "broken", MINIMAL.replace('type = "binary"', "type = 3"))
     _write(folder, "task1", MINIMAL)  # may not replace the built-in task1
     problems = ProblemLog()
     cards = {c.name: c for c in list_tasks(problems)}
@@ -175,7 +175,11 @@ def test_task3_labels_exclude_stage_na_with_a_reason() -> None:
 def test_labels_must_be_binary_and_exist_in_the_dataset() -> None:
     card = get_task("task1")
     full = {name: 0.0 for name in card.labels}
-    records = [_record("s1", "p1", {**full, "lung": 1.0}), _record("s2", "p1", {**full, "bone": 2.0}), _record("s3", "p2", {})]
+    records = [
+        _record("s1", "p1", {**full, "lung": 1.0}),
+        _record("s2", "p1", {**full, "bone": 2.0}),
+        _record("s3", "p2", {}),
+    ]
     labels = task_labels(card, records)
     assert labels.scan_ids == ["s1"] and labels.y[0, card.labels.index("lung")] == 1.0
     assert np.sum(labels.y) == 1.0

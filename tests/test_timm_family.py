@@ -32,11 +32,14 @@ def _model(name: str, kwargs: dict, num_classes: int = 10, seed: int = 0) -> tor
     return timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs).eval()
 
 
-@pytest.mark.parametrize(("name", "kwargs", "fmt"), [
-    ("vit_small_patch16_224", TINY_VIT, "safetensors"),
-    ("vit_small_patch16_224", TINY_VIT, "pth"),
-    ("convnext_atto", TINY_CONVNEXT, "pth-container"),
-])
+@pytest.mark.parametrize(
+    ("name", "kwargs", "fmt"),
+    [
+        ("vit_small_patch16_224", TINY_VIT, "safetensors"),
+        ("vit_small_patch16_224", TINY_VIT, "pth"),
+        ("convnext_atto", TINY_CONVNEXT, "pth-container"),
+    ],
+)
 def test_embedding_equals_the_timm_model_on_the_same_pixels(tmp_path, name, kwargs, fmt):
     model = _model(name, kwargs)  # saved with its 10-class head: the family drops the classifier keys
     state = model.state_dict()
@@ -45,8 +48,9 @@ def test_embedding_equals_the_timm_model_on_the_same_pixels(tmp_path, name, kwar
         save_file(state, str(path))
     else:
         torch.save({"state_dict": state, "epoch": 3} if fmt == "pth-container" else state, path)
-    write_card({"name": "tiny", "family": "timm", "weights": str(path),
-                "params": {"model_name": name, "kwargs": kwargs}})
+    write_card(
+        {"name": "tiny", "family": "timm", "weights": str(path), "params": {"model_name": name, "kwargs": kwargs}}
+    )
     with no_network() as attempts:
         enc = load_encoder("tiny")
         pixels = enc.preprocess(_slices())
@@ -60,13 +64,25 @@ def test_embedding_equals_the_timm_model_on_the_same_pixels(tmp_path, name, kwar
 
 
 def test_preprocessing_is_timms_eval_transform_from_pretrained_cfg():
-    write_card({"name": "vit", "family": "timm", "weights": "random:0",
-                "params": {"model_name": "vit_small_patch16_224", "kwargs": TINY_VIT}})
+    write_card(
+        {
+            "name": "vit",
+            "family": "timm",
+            "weights": "random:0",
+            "params": {"model_name": "vit_small_patch16_224", "kwargs": TINY_VIT},
+        }
+    )
     enc = load_encoder("vit")
     prep = enc.provenance["preprocessing"]
     # vit_small_patch16_224: crop_pct 0.9, bicubic, mean/std 0.5; img_size 32 from kwargs -> resize 35, crop 32
-    assert prep == {"size": 35, "crop": 32, "interpolation": "bicubic", "mean": [0.5] * 3, "std": [0.5] * 3,
-                    "channels": 3}
+    assert prep == {
+        "size": 35,
+        "crop": 32,
+        "interpolation": "bicubic",
+        "mean": [0.5] * 3,
+        "std": [0.5] * 3,
+        "channels": 3,
+    }
     assert enc.preprocess(_slices()).shape == (3, 3, 32, 32)
     for name in ("resnet18", "convnext_atto", "deit_tiny_patch16_224"):  # the same numbers as timm's transform
         model = timm.create_model(name, pretrained=False)
@@ -74,22 +90,32 @@ def test_preprocessing_is_timms_eval_transform_from_pretrained_cfg():
         ours = eval_settings(model.pretrained_cfg)
         assert ours["size"] == resize.size and (ours["crop"], ours["crop"]) == tuple(crop.size)
         assert ours["interpolation"] == resize.interpolation.value
-        assert ours["mean"] == pytest.approx(normalize.mean.tolist()) and ours["std"] == pytest.approx(normalize.std.tolist())
+        assert ours["mean"] == pytest.approx(normalize.mean.tolist()) and ours["std"] == pytest.approx(
+            normalize.std.tolist()
+        )
     squash = eval_settings({"input_size": (3, 224, 224), "crop_pct": 1.0, "crop_mode": "squash"})
     assert squash["size"] == [224, 224] and squash["crop"] == 224
 
 
 def test_card_preprocessing_overrides_pretrained_cfg():
-    write_card({"name": "vit", "family": "timm", "weights": "random:0",
-                "params": {"model_name": "vit_small_patch16_224", "kwargs": TINY_VIT},
-                "preprocessing": {"size": [32, 32], "crop": 0, "interpolation": "bilinear"}})
+    write_card(
+        {
+            "name": "vit",
+            "family": "timm",
+            "weights": "random:0",
+            "params": {"model_name": "vit_small_patch16_224", "kwargs": TINY_VIT},
+            "preprocessing": {"size": [32, 32], "crop": 0, "interpolation": "bilinear"},
+        }
+    )
     prep = load_encoder("vit").provenance["preprocessing"]
     assert prep["size"] == [32, 32] and prep["crop"] is None and prep["interpolation"] == "bilinear"
     assert prep["mean"] == [0.5] * 3
 
 
 def test_unknown_model_name_suggests_the_closest():
-    write_card({"name": "typo", "family": "timm", "weights": "random", "params": {"model_name": "vit_smal_patch16_224"}})
+    write_card(
+        {"name": "typo", "family": "timm", "weights": "random", "params": {"model_name": "vit_smal_patch16_224"}}
+    )
     with pytest.raises(ClearbenchError) as info:
         load_encoder("typo")
     assert "no model 'vit_smal_patch16_224'" in str(info.value) and "vit_small_patch16_224" in str(info.value)
@@ -105,8 +131,14 @@ def test_wrong_checkpoint_lists_missing_and_unexpected_keys(tmp_path):
     del state["norm.weight"]
     path = tmp_path / "w.safetensors"
     save_file(state, str(path))
-    write_card({"name": "bad", "family": "timm", "weights": str(path),
-                "params": {"model_name": "vit_small_patch16_224", "kwargs": TINY_VIT}})
+    write_card(
+        {
+            "name": "bad",
+            "family": "timm",
+            "weights": str(path),
+            "params": {"model_name": "vit_small_patch16_224", "kwargs": TINY_VIT},
+        }
+    )
     with pytest.raises(InputError) as info:
         load_encoder("bad")
     assert info.value.path == str(path)
@@ -115,11 +147,23 @@ def test_wrong_checkpoint_lists_missing_and_unexpected_keys(tmp_path):
 
 
 def test_dim_is_known_without_building_and_kwargs_are_checked():
-    write_card({"name": "cn", "family": "timm", "weights": "random",
-                "params": {"model_name": "convnext_atto", "kwargs": TINY_CONVNEXT}})
+    write_card(
+        {
+            "name": "cn",
+            "family": "timm",
+            "weights": "random",
+            "params": {"model_name": "convnext_atto", "kwargs": TINY_CONVNEXT},
+        }
+    )
     assert encoder_status(get_card("cn")).dim == 32
-    write_card({"name": "cls", "family": "timm", "weights": "random",
-                "params": {"model_name": "convnext_atto", "kwargs": {"num_classes": 5}}})
+    write_card(
+        {
+            "name": "cls",
+            "family": "timm",
+            "weights": "random",
+            "params": {"model_name": "convnext_atto", "kwargs": {"num_classes": 5}},
+        }
+    )
     with pytest.raises(ClearbenchError, match="num_classes"):
         load_encoder("cls")
 
@@ -127,8 +171,14 @@ def test_dim_is_known_without_building_and_kwargs_are_checked():
 def test_check_command_on_a_timm_card(tmp_path):
     path = tmp_path / "w.safetensors"
     save_file(_model("convnext_atto", TINY_CONVNEXT, num_classes=0).state_dict(), str(path))
-    write_card({"name": "cn", "family": "timm", "weights": str(path),
-                "params": {"model_name": "convnext_atto", "kwargs": TINY_CONVNEXT}})
+    write_card(
+        {
+            "name": "cn",
+            "family": "timm",
+            "weights": str(path),
+            "params": {"model_name": "convnext_atto", "kwargs": TINY_CONVNEXT},
+        }
+    )
     for weights in ("random", "given"):
         result = CliRunner().invoke(app, ["encoders", "check", "cn", "--weights", weights, "--json"])
         assert result.exit_code == 0, result.output

@@ -23,7 +23,6 @@ ABMIL_SPEC = HeadSpec("abmil", dict(HEAD_PARAMS["abmil"], hidden=64, attention_d
 FAST = TrainConfig(loss="bce", lr=1e-3, batch_size=32, max_epochs=25, patience=8)
 
 
-
 def _folds(bags, kind="holdout+kfold", folds=3):
     return make_folds(ProtocolSpec(kind=kind, folds=folds, seed=0), bags.patient_ids, bags.targets.numpy())
 
@@ -172,7 +171,9 @@ def test_subset_and_batch_gather_the_right_instances() -> None:
     sub = bags.subset([5, 2, 9])
     assert sub.scan_ids == [bags.scan_ids[i] for i in (5, 2, 9)]
     for j, i in enumerate((5, 2, 9)):
-        torch.testing.assert_close(sub.features[sub.offsets[j] : sub.offsets[j + 1]], bags.features[bags.offsets[i] : bags.offsets[i + 1]])
+        torch.testing.assert_close(
+            sub.features[sub.offsets[j] : sub.offsets[j + 1]], bags.features[bags.offsets[i] : bags.offsets[i + 1]]
+        )
     batch = make_batch(sub, torch.tensor([1, 0]), padded=True)
     n = int(sub.lengths[1])
     torch.testing.assert_close(batch.x[0, :n], bags.features[bags.offsets[2] : bags.offsets[3]])
@@ -199,11 +200,15 @@ def test_train_and_validation_losses_are_on_one_scale(loss: str, n_labels: int) 
     bags, _ = key_instance_bags(n_bags=40, n_labels=n_labels, seed=9)
     cfg = TrainConfig(loss=loss, lr=0.0, weight_decay=0.0, batch_size=8, max_epochs=1)  # type: ignore[arg-type]
     n_out = cfg.n_out(n_labels)
-    result = fit(lambda: build_head("abmil", bags.dim, n_out, hidden=16, attention_dim=16, dropout=0.0), bags, bags, cfg, seed=0)
+    result = fit(
+        lambda: build_head("abmil", bags.dim, n_out, hidden=16, attention_dim=16, dropout=0.0), bags, bags, cfg, seed=0
+    )
     assert result.val_loss[0] == pytest.approx(result.train_loss[0], rel=1e-5)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: `clearbench run --device auto` picks it")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device: `clearbench run --device auto` picks it"
+)
 def test_a_fold_trains_and_predicts_on_cuda_from_bags_in_host_memory() -> None:
     """run_fold keeps the bags on the CPU and fit moves its copies to the GPU; predict must move its own."""
     bags, _ = key_instance_bags(n_bags=60, seed=10)

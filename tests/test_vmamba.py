@@ -67,8 +67,13 @@ def test_default_config_has_vmamba_parameter_names_and_count():
     assert state[op + "x_proj_weight"].shape == (4, 24 + 2 * 16, 768)  # dt_rank = ceil(384 / 16)
     assert state[op + "dt_projs_weight"].shape == (4, 768, 24)
     assert state[op + "A_logs"].shape == (4 * 768, 16) and state[op + "Ds"].shape == (4 * 768,)
-    assert {"patch_embed.0.weight", "patch_embed.2.weight", "layers.0.downsample.1.weight",
-            "layers.0.downsample.3.weight", "classifier.norm.weight"} <= set(state)
+    assert {
+        "patch_embed.0.weight",
+        "patch_embed.2.weight",
+        "layers.0.downsample.1.weight",
+        "layers.0.downsample.3.weight",
+        "classifier.norm.weight",
+    } <= set(state)
     assert not any(k.startswith("classifier.head") for k in state)
 
 
@@ -118,19 +123,30 @@ def test_published_key_layouts_load_strictly(layout):
     source = _tiny_model()
     state = source.state_dict()
     if layout == "release":  # vssm_*_ckpt_epoch_*.pth: {"model": ...} with a 1000-class head
-        obj = {"model": {**state, "classifier.head.weight": torch.randn(10, 128),
-                         "classifier.head.bias": torch.randn(10)}, "epoch": 300}
+        obj = {
+            "model": {**state, "classifier.head.weight": torch.randn(10, 128), "classifier.head.bias": torch.randn(10)},
+            "epoch": 300,
+        }
     elif layout == "legacy":
         obj = {"model": {**_legacy(state), "head.weight": torch.randn(10, 128), "head.bias": torch.randn(10)}}
         assert "layers.0.blocks.0.ln_1.weight" in obj["model"] and "norm.weight" in obj["model"]
     else:  # a CLEAR MoCo training file: the 3-layer projection MLP still sits in classifier.head
-        mlp = {"classifier.head.0.weight": torch.randn(64, 128), "classifier.head.1.weight": torch.randn(64),
-               "classifier.head.1.running_mean": torch.zeros(64), "classifier.head.3.weight": torch.randn(32, 64)}
+        mlp = {
+            "classifier.head.0.weight": torch.randn(64, 128),
+            "classifier.head.1.weight": torch.randn(64),
+            "classifier.head.1.running_mean": torch.zeros(64),
+            "classifier.head.3.weight": torch.randn(32, 64),
+        }
         base = {**state, **mlp}
-        obj = {"epoch": 100, "arch": "vmamba",
-               "state_dict": {**{f"module.base_encoder.{k}": v for k, v in base.items()},
-                              **{f"module.momentum_encoder.{k}": v + 1 for k, v in base.items()},
-                              "module.predictor.0.weight": torch.randn(8, 8)}}
+        obj = {
+            "epoch": 100,
+            "arch": "vmamba",
+            "state_dict": {
+                **{f"module.base_encoder.{k}": v for k, v in base.items()},
+                **{f"module.momentum_encoder.{k}": v + 1 for k, v in base.items()},
+                "module.predictor.0.weight": torch.randn(8, 8),
+            },
+        }
     path = home() / "weights" / f"vmamba-{layout}.pth"
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(obj, path)

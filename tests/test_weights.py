@@ -34,8 +34,10 @@ def _weights_file(obj, name: str = "w.pth") -> Path:
 
 
 def _card(weights, name: str = "mo") -> None:
-    write_card({"name": name, "family": "mambaout", "weights": weights,
-                "preprocessing": {"size": 64, "crop": 64}}, overwrite=True)
+    write_card(
+        {"name": name, "family": "mambaout", "weights": weights, "preprocessing": {"size": 64, "crop": 64}},
+        overwrite=True,
+    )
 
 
 def test_missing_weights_error_names_the_expected_path_and_the_card_field():
@@ -90,7 +92,9 @@ def test_wrong_keys_fail_listing_missing_and_unexpected():
 
 def test_long_key_lists_are_cut_to_the_first_few():
     model = nn.Sequential(*[nn.Linear(2, 2) for _ in range(6)])
-    with pytest.raises(InputError, match=r"12 missing key\(s\): 0.weight, 0.bias, 1.weight, 1.bias, 2.weight, \.\.\. \(\+7 more\)"):
+    with pytest.raises(
+        InputError, match=r"12 missing key\(s\): 0.weight, 0.bias, 1.weight, 1.bias, 2.weight, \.\.\. \(\+7 more\)"
+    ):
         W.load_strict(model, {}, "ckpt.pth")
 
 
@@ -255,8 +259,10 @@ def test_a_trusted_checkpoint_with_a_class_that_cannot_be_imported_names_it(tmp_
         path = _weights_file({"state_dict": _tiny_state(), "args": thing()}, "gone.pth")
     finally:
         del sys.modules["gone_training_lib"]
-    expected = ("pickled class TrainArgs from module gone_training_lib cannot be imported "
-                "(No module named 'gone_training_lib'): install gone_training_lib or re-save the state_dict")
+    expected = (
+        "pickled class TrainArgs from module gone_training_lib cannot be imported "
+        "(No module named 'gone_training_lib'): install gone_training_lib or re-save the state_dict"
+    )
     with pytest.raises(InputError) as err:
         W.read_state_dict(path, trust_checkpoint=True)
     assert str(err.value) == f"{path}: {expected}"

@@ -107,7 +107,9 @@ def skipped_summary(limit: int = 5) -> str:
     """One line: how many inputs were skipped and the first few, for the end of a command that exits with 3."""
     items = list(state.skipped)
     shown = "; ".join(items[:limit]) + (f"; ... ({len(items) - limit} more)" if len(items) > limit else "")
-    return f"done, but {len(items)} input error(s) were skipped over (exit code 3; --strict stops at the first): {shown}"
+    return (
+        f"done, but {len(items)} input error(s) were skipped over (exit code 3; --strict stops at the first): {shown}"
+    )
 
 
 def check_table_option(value: str | None) -> str | None:

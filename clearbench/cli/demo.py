@@ -23,15 +23,24 @@ def _run_progress() -> Iterator[object]:
     from clearbench.cli.run import RichRunProgress
     from clearbench.progress import LoggedProgress
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[info]}"))
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+    )
     with LoggedProgress(*columns, console=err_console) as progress:
         yield RichRunProgress(progress)
 
 
 def demo(
-    out: Path = typer.Option(Path(".demo"), "--out", "-o", help="Folder for everything the demo makes (its own CLEARBENCH_HOME is OUT/home)."),
-    quick: bool = typer.Option(False, "--quick", help="Smaller pretraining and training: about 2 minutes on two CPU cores instead of about 10."),
+    out: Path = typer.Option(
+        Path(".demo"), "--out", "-o", help="Folder for everything the demo makes (its own CLEARBENCH_HOME is OUT/home)."
+    ),
+    quick: bool = typer.Option(
+        False, "--quick", help="Smaller pretraining and training: about 2 minutes on two CPU cores instead of about 10."
+    ),
 ) -> None:
     """Pretrain, embed, evaluate and compare four encoders on a synthetic DeepLesion cohort, end to end.
 
@@ -48,7 +57,9 @@ def demo(
     if console.is_terminal:
         console.print(terminal_board(result.leaderboard, compact=True))
     else:  # a log is read whole: the table at its natural width, every column kept
-        Console(file=console.file, width=160, highlight=False, color_system=None).print(to_rich(result.leaderboard, compact=True))
+        Console(file=console.file, width=160, highlight=False, color_system=None).print(
+            to_rich(result.leaderboard, compact=True)
+        )
     say("[bold]verdict[/] {}", result.verdict)
 
     where = Table(title="[bold]where everything is[/]", title_justify="left", show_header=False, box=None)

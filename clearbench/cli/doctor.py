@@ -22,7 +22,9 @@ def doctor(json_out: bool = typer.Option(False, "--json", help="Print the report
     table.add_row("clearbench", esc(info["clearbench"]))
     table.add_row("python", markup("{} ({})", info["python"], info["platform"]))
     cuda = "available: " + ", ".join(info["gpus"]) if info["cuda_available"] else "not available (CPU only)"
-    table.add_row("torch", markup("{} (CUDA build {}); GPU {}", info["torch"], info["torch_cuda_build"] or "none", cuda))
+    table.add_row(
+        "torch", markup("{} (CUDA build {}); GPU {}", info["torch"], info["torch_cuda_build"] or "none", cuda)
+    )
     for name, ver in info["packages"].items():
         table.add_row(esc(name), esc(ver) if ver else "[red]missing[/]")
     for extra, entry in info["extras"].items():
@@ -32,7 +34,9 @@ def doctor(json_out: bool = typer.Option(False, "--json", help="Print the report
     table.add_row("config", esc(info["config"]) if info["config"] else "[dim]none[/]")
     table.add_row("store", esc(info["store"]))
     roots = info["dataset_roots"]
-    table.add_row("dataset roots", "\n".join(markup("{}: {}", k, v) for k, v in roots.items()) or "[dim]none configured[/]")
+    table.add_row(
+        "dataset roots", "\n".join(markup("{}: {}", k, v) for k, v in roots.items()) or "[dim]none configured[/]"
+    )
     console.print(table)
 
 

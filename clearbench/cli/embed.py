@@ -18,18 +18,24 @@ def embed(
         None, "--root", help="Dataset folder (default: the root set in CLEARBENCH_HOME/config.toml)."
     ),
     windows: str | None = typer.Option(
-        None, "--windows", "-w",
+        None,
+        "--windows",
+        "-w",
         help="Comma-separated HU windows, e.g. abdomen,lung or name:lo:hi "
         "(default: deeplesion abdomen,lung; radchest and nsclc lung).",
     ),
     batch_size: int = typer.Option(
         64, "--batch-size", "-b", min=1, help="Slices per encoder batch (batches run across scans)."
     ),
-    device: str | None = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: this rank's GPU if any, else cpu)."),
+    device: str | None = typer.Option(
+        None, "--device", help="cpu, cuda or cuda:N (default: this rank's GPU if any, else cpu)."
+    ),
     workers: int | None = typer.Option(
         None, "--workers", min=1, help="Threads decoding scans ahead of the encoder (default: one per core, up to 8)."
     ),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="Embed only the first N scans of the dataset (by scan id)."),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="Embed only the first N scans of the dataset (by scan id)."
+    ),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad scan instead of skipping it."),
     store: Path | None = typer.Option(None, "--store", help="Store folder (default: CLEARBENCH_HOME/store)."),
     table: str | None = typer.Option(
@@ -48,6 +54,7 @@ def embed(
     """
     from clearbench.embedding import embed as run_embed
     from clearbench.embedding.distributed import env_rank
+
     summary = run_embed(
         encoder,
         dataset,
@@ -75,8 +82,17 @@ def embed(
     changed = f" ({summary.scans_changed} of them changed since they were stored)" if summary.scans_changed else ""
     say(
         "{}: {} scan(s) embedded{} ({} rows, {}/s{}), {} already stored, {} failed, of {} [dim]({})[/]",
-        summary.table, summary.scans_done, changed, summary.slices_embedded, f"{summary.slices_per_s:.1f}", ranks,
-        summary.scans_skipped, summary.scans_failed, summary.scans_total, summary.store, err=True,
+        summary.table,
+        summary.scans_done,
+        changed,
+        summary.slices_embedded,
+        f"{summary.slices_per_s:.1f}",
+        ranks,
+        summary.scans_skipped,
+        summary.scans_failed,
+        summary.scans_total,
+        summary.store,
+        err=True,
     )
 
 

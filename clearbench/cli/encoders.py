@@ -50,13 +50,20 @@ def _list_table(rows: list[dict], dropped: set[str]) -> Table:
         ("paper row", {"overflow": "fold"}, lambda r: esc(r["paper_name"] or "")),
         ("family", {"overflow": "fold"}, lambda r: esc(r["family"])),
         ("kind", {"no_wrap": True}, lambda r: r["kind"] or "?"),
-        ("dim", {"justify": "right", "no_wrap": True},
-         lambda r: str(r["dim"]) if r["dim"] is not None else ("?" if r["problem"] else "ckpt")),
+        (
+            "dim",
+            {"justify": "right", "no_wrap": True},
+            lambda r: str(r["dim"]) if r["dim"] is not None else ("?" if r["problem"] else "ckpt"),
+        ),
         ("source", {"overflow": "fold"}, lambda r: esc(r["source"])),
         ("status", {"no_wrap": True}, _status_cell),
     ]
-    shown = [c for c in columns if c[0] not in dropped and (c[0] != "source" or any(r["source"] != "builtin" for r in rows))]
-    table = Table(title=f"{len(rows)} encoders", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+    shown = [
+        c for c in columns if c[0] not in dropped and (c[0] != "source" or any(r["source"] != "builtin" for r in rows))
+    ]
+    table = Table(
+        title=f"{len(rows)} encoders", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0)
+    )
     for header, options, _ in shown:
         table.add_column(header, **options)
     for row in rows:
@@ -73,6 +80,7 @@ def encoders(
     if ctx.invoked_subcommand is not None:
         return
     from clearbench.encoders.registry import encoder_status, list_cards
+
     cards = list_cards(command_problems())
     rows = [encoder_status(card).to_dict() for card in cards]
     if json_out:
@@ -80,7 +88,9 @@ def encoders(
             print_json_line(row)
         return
     show_source = any(r["source"] != "builtin" for r in rows)
-    console.print(fit_table(console, lambda dropped: _list_table(rows, dropped), ["source", "kind"] if show_source else ["kind"]))
+    console.print(
+        fit_table(console, lambda dropped: _list_table(rows, dropped), ["source", "kind"] if show_source else ["kind"])
+    )
     notes = [markup("[red]{}[/]: {}", r["name"], r["problem"]) for r in rows if r["problem"]]
     notes += [markup("[yellow]{}[/]: {}", r["name"], r["install"]) for r in rows if r["install"] and not r["problem"]]
     if any(r["overrides"] for r in rows):
@@ -121,9 +131,11 @@ def show(
     table.add_row("weights", _weights_cell(info, with_path=True))
     table.add_row("looked in", esc("\n".join(info["weights_looked_in"])))
     declared = card.weights.sha256
-    sha_line = {"verified": markup("[green]verified[/] {}", info["sha256"]),
-                "mismatch": markup("[red]MISMATCH[/] file {} vs card {}", info["sha256"], declared),
-                "not declared": markup("{} [dim](the card declares none; add sha256 to pin it)[/]", info["sha256"])}
+    sha_line = {
+        "verified": markup("[green]verified[/] {}", info["sha256"]),
+        "mismatch": markup("[red]MISMATCH[/] file {} vs card {}", info["sha256"], declared),
+        "not declared": markup("{} [dim](the card declares none; add sha256 to pin it)[/]", info["sha256"]),
+    }
     table.add_row("sha256", sha_line.get(info["sha256_status"], markup("[dim]{}[/]", info["sha256_status"])))
     if card.weights.note:
         table.add_row("where to get it", esc(card.weights.note))

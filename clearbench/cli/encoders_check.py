@@ -12,10 +12,16 @@ from clearbench.cli.common import console, print_json_line, say
 
 def check(
     name: str = typer.Argument(..., help="Encoder (card) name, as listed by `clearbench encoders`."),
-    weights: str = typer.Option("random", "--weights", help="random: a seeded random variant of the card (no file "
-                                "needed; the given weights when the family cannot build one); given: the card's own weights."),
+    weights: str = typer.Option(
+        "random",
+        "--weights",
+        help="random: a seeded random variant of the card (no file "
+        "needed; the given weights when the family cannot build one); given: the card's own weights.",
+    ),
     device: str = typer.Option("cpu", "--device", help="Device to run the checks on."),
-    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Allow checkpoints that need pickled objects."),
+    trust_checkpoint: bool = typer.Option(
+        False, "--trust-checkpoint", help="Allow checkpoints that need pickled objects."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
 ) -> None:
     """Check one encoder against the contract every family must meet; exit 1 when a check fails.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 
-def terminal_board(df: "pl.DataFrame", compact: bool = False) -> "Table":
+def terminal_board(df: pl.DataFrame, compact: bool = False) -> Table:
     """The leaderboard as a rich table that fits this terminal, numbers never cut.
 
     The bookkeeping columns go first, then per-label columns from the last one (the average stays); a
@@ -41,7 +41,7 @@ def _check_choice(option: str, value: str, valid: tuple[str, ...]) -> str:
     return value
 
 
-def print_boards(frames: list, fmt: str, out: Optional[Path]) -> None:
+def print_boards(frames: list, fmt: str, out: Path | None) -> None:
     """Draw ``frames`` on the terminal, or write them in ``fmt`` to stdout or ``out``."""
     from clearbench.leaderboards.render import render, to_rich
 
@@ -65,15 +65,21 @@ def print_boards(frames: list, fmt: str, out: Optional[Path]) -> None:
 
 
 def leaderboard(
-    tasks: Optional[list[str]] = typer.Argument(None, help="Task name(s); none: one overview of every task with finished runs."),
+    tasks: list[str] | None = typer.Argument(
+        None, help="Task name(s); none: one overview of every task with finished runs."
+    ),
     metric: str = typer.Option("auc", "--metric", "-m", help="auc, auprc or f1."),
     fmt: str = typer.Option("table", "--format", "-f", help="table (terminal), md, csv, latex or json."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write to this file instead of the terminal."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write to this file instead of the terminal."),
     published: bool = typer.Option(True, "--published/--no-published", help="Show the paper's rows beside yours."),
-    run: Optional[list[str]] = typer.Option(None, "--run", help="Show this run for its encoder instead of the newest (repeatable)."),
-    bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap replicates for CIs and p-values (0: none)."),
+    run: list[str] | None = typer.Option(
+        None, "--run", help="Show this run for its encoder instead of the newest (repeatable)."
+    ),
+    bootstrap: int = typer.Option(
+        1000, "--bootstrap", min=0, help="Bootstrap replicates for CIs and p-values (0: none)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
-    store: Optional[Path] = typer.Option(None, "--store", help="The LanceDB store (default: CLEARBENCH_HOME/store)."),
+    store: Path | None = typer.Option(None, "--store", help="The LanceDB store (default: CLEARBENCH_HOME/store)."),
 ) -> None:
     """Rank encoders on a task as in the paper's tables, with bootstrap CIs, paired tests and published rows."""
     from clearbench.leaderboards import leaderboard as board
@@ -86,14 +92,18 @@ def leaderboard(
 
     if not tasks:
         if run:
-            raise ClearbenchError("--run picks a run of one task's board: name the task, e.g. clearbench leaderboard task1 --run ID")
+            raise ClearbenchError(
+                "--run picks a run of one task's board: name the task, e.g. clearbench leaderboard task1 --run ID"
+            )
         print_boards([leaderboard_overview(metric=metric, published=published, store=store)], fmt, out)
         return
     problems = command_problems()  # a task that cannot be boarded is skipped: exit code 3 once the rest are shown
     frames = []
     for task in tasks:
         try:
-            frames.append(board(task, metric=metric, published=published, store=store, run=run, n_boot=bootstrap, seed=seed))
+            frames.append(
+                board(task, metric=metric, published=published, store=store, run=run, n_boot=bootstrap, seed=seed)
+            )
         except ClearbenchError as exc:
             if len(tasks) == 1:
                 raise

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -24,8 +24,12 @@ if TYPE_CHECKING:
     from clearbench.protocols.run import EncoderRun
     from clearbench.protocols.stored_split import StoredSplit
 
-RESPLIT_HELP = "The cohort changed since the task's split was stored: draw a new split (runs on the old one keep its id)."
-KEEP_SPLIT_HELP = "The cohort changed since the task's split was stored: keep that split (new scans are left out and listed)."
+RESPLIT_HELP = (
+    "The cohort changed since the task's split was stored: draw a new split (runs on the old one keep its id)."
+)
+KEEP_SPLIT_HELP = (
+    "The cohort changed since the task's split was stored: keep that split (new scans are left out and listed)."
+)
 
 
 class RichRunProgress:
@@ -50,9 +54,11 @@ class RichRunProgress:
 
     def fold_started(self, fold: int) -> None:
         assert self.epochs is not None
-        self.progress.reset(self.epochs, total=self.max_epochs, description=f"  fold {fold}: epochs", visible=True, info="")
+        self.progress.reset(
+            self.epochs, total=self.max_epochs, description=f"  fold {fold}: epochs", visible=True, info=""
+        )
 
-    def epoch_done(self, fold: int, info: "EpochInfo") -> None:
+    def epoch_done(self, fold: int, info: EpochInfo) -> None:
         assert self.epochs is not None
         self.progress.update(
             self.epochs,
@@ -60,7 +66,7 @@ class RichRunProgress:
             info=f"train {info.train_loss:.4f}  val {info.val_loss:.4f}  best epoch {info.best_epoch + 1}",
         )
 
-    def fold_done(self, fold: int, scores: "FoldScores", reused: bool) -> None:
+    def fold_done(self, fold: int, scores: FoldScores, reused: bool) -> None:
         assert self.folds is not None and self.epochs is not None
         auc = scores.values["auc"]["macro"]
         self.progress.advance(self.folds)
@@ -73,14 +79,14 @@ def _pct(x: float) -> str:
     return "undefined" if x != x else f"{100 * x:.1f}"
 
 
-def _cell(s: "Summary", n_folds: int) -> str:
+def _cell(s: Summary, n_folds: int) -> str:
     if not s.defined:
         return "[dim]undefined[/]"
     text = f"{100 * s.mean:.1f} ± {100 * s.std:.1f}"
     return text + (f" [dim](n={s.n})[/]" if s.n < n_folds else "")
 
 
-def split_notes(split: "StoredSplit") -> list[str]:
+def split_notes(split: StoredSplit) -> list[str]:
     """What the user should know about the task's split: that it was just drawn, or kept for a changed cohort."""
     size = f"{split.n_folds} folds, {len(split.patient_of)} scans, {len(set(split.patient_of.values()))} patients"
     if split.choice in ("drawn", "resplit"):
@@ -91,25 +97,37 @@ def split_notes(split: "StoredSplit") -> list[str]:
     return []
 
 
-def recipe_line(r: "EncoderRun") -> str:
+def recipe_line(r: EncoderRun) -> str:
     """The recipe a run trained with, overrides marked with ``*`` (plain text: print it through ``say``)."""
     t = r.training
     if not t:
         return ""
-    names = {"lr": "lr", "batch_size": "batch", "max_epochs": "epochs", "patience": "patience", "standardize": "standardize", "min_steps": "min steps"}
+    names = {
+        "lr": "lr",
+        "batch_size": "batch",
+        "max_epochs": "epochs",
+        "patience": "patience",
+        "standardize": "standardize",
+        "min_steps": "min steps",
+    }
     parts = [f"{label} {t[k]}{'*' if k in r.overrides else ''}" for k, label in names.items() if k in t]
     extra = [f"{k} {v}*" for k, v in r.overrides.items() if k not in names]
-    return "recipe: " + ", ".join(parts + extra) + f"; threads {r.threads}" + ("  (* = command-line override)" if r.overrides else "")
+    return (
+        "recipe: "
+        + ", ".join(parts + extra)
+        + f"; threads {r.threads}"
+        + ("  (* = command-line override)" if r.overrides else "")
+    )
 
 
-def macro_name(r: "EncoderRun") -> str:
+def macro_name(r: EncoderRun) -> str:
     """``macro (5/8 labels)``: how many labels the macro average covers (a range when folds differ)."""
     low, high = r.macro_labels()
     covered = str(low) if low == high else f"{low}-{high}"
     return f"macro ({covered}/{len(r.labels)} labels)"
 
 
-def summary_table(r: "EncoderRun") -> Table:
+def summary_table(r: EncoderRun) -> Table:
     """Rows are labels and the macro average; cells are mean ± std over folds in percent, like the paper.
 
     The columns are the metrics the task card asks for (all three are computed and stored regardless). The
@@ -119,8 +137,15 @@ def summary_table(r: "EncoderRun") -> Table:
     from clearbench.protocols.metrics import MACRO
 
     table = Table(
-        title=markup("[bold]{} · {}[/]  {}, {} folds, {} scans, {} patients",
-                     r.task, r.encoder, r.head, len(r.folds), r.n_scans, r.n_patients),
+        title=markup(
+            "[bold]{} · {}[/]  {}, {} folds, {} scans, {} patients",
+            r.task,
+            r.encoder,
+            r.head,
+            len(r.folds),
+            r.n_scans,
+            r.n_patients,
+        ),
         title_justify="left",
         caption=f"test set, % mean ± std over folds\nrun {r.run_id}" + (f" · split {r.split_id}" if r.split_id else ""),
         caption_justify="left",
@@ -137,48 +162,88 @@ def summary_table(r: "EncoderRun") -> Table:
 
 def run(
     task: str = typer.Argument(..., help="Task name (see clearbench tasks) or a task card .toml file."),
-    encoder: Optional[list[str]] = typer.Option(
-        None, "--encoder", "-e", help="Encoder to evaluate (repeatable); default: every encoder with embeddings of the task's dataset."
+    encoder: list[str] | None = typer.Option(
+        None,
+        "--encoder",
+        "-e",
+        help="Encoder to evaluate (repeatable); default: every encoder with embeddings of the task's dataset.",
     ),
-    root: Optional[Path] = typer.Option(None, "--root", help="Dataset root for the labels (default: config.toml, else the root used at embed time)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for the splits and training (default: the task card's)."),
-    rerun: bool = typer.Option(False, "--rerun", help="Retrain every fold, even those finished under the same configuration."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Maximum epochs (default: the task card's, 32 as in the paper)."),
-    lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="AdamW learning rate (default: the task card's, 1e-4 as in the paper)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Training batch in bags (default: the task card's, 128 as in the paper)."),
-    patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Epochs without a lower validation loss before stopping (default: the card's, 8)."),
-    standardize: Optional[bool] = typer.Option(
-        None, "--standardize/--no-standardize", help="Z-score features with the training fold's statistics (default: the card's, on; the paper: off)."
+    root: Path | None = typer.Option(
+        None, "--root", help="Dataset root for the labels (default: config.toml, else the root used at embed time)."
     ),
-    min_steps: Optional[int] = typer.Option(
-        None, "--min-steps", min=0, help="Shrink the batch of a small cohort until a fold gets this many optimizer steps (default: the card's, 512; the paper: 0)."
+    seed: int | None = typer.Option(
+        None, "--seed", help="Seed for the splits and training (default: the task card's)."
+    ),
+    rerun: bool = typer.Option(
+        False, "--rerun", help="Retrain every fold, even those finished under the same configuration."
+    ),
+    epochs: int | None = typer.Option(
+        None, "--epochs", min=1, help="Maximum epochs (default: the task card's, 32 as in the paper)."
+    ),
+    lr: float | None = typer.Option(
+        None, "--lr", min=0.0, help="AdamW learning rate (default: the task card's, 1e-4 as in the paper)."
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=1, help="Training batch in bags (default: the task card's, 128 as in the paper)."
+    ),
+    patience: int | None = typer.Option(
+        None,
+        "--patience",
+        min=1,
+        help="Epochs without a lower validation loss before stopping (default: the card's, 8).",
+    ),
+    standardize: bool | None = typer.Option(
+        None,
+        "--standardize/--no-standardize",
+        help="Z-score features with the training fold's statistics (default: the card's, on; the paper: off).",
+    ),
+    min_steps: int | None = typer.Option(
+        None,
+        "--min-steps",
+        min=0,
+        help="Shrink the batch of a small cohort until a fold gets this many optimizer steps (default: the card's, 512; the paper: 0).",
     ),
     paper_recipe: bool = typer.Option(
-        False, "--paper-recipe", help="Train exactly as the paper: lr 1e-4, batch 128, 32 epochs, patience 8, raw features, no minimum steps (other flags still apply on top)."
+        False,
+        "--paper-recipe",
+        help="Train exactly as the paper: lr 1e-4, batch 128, 32 epochs, patience 8, raw features, no minimum steps (other flags still apply on top).",
     ),
-    min_test_patients: Optional[int] = typer.Option(
-        None, "--min-test-patients", min=1, help="Accept test sets of at least this many patients (default: the card's, 10)."
+    min_test_patients: int | None = typer.Option(
+        None,
+        "--min-test-patients",
+        min=1,
+        help="Accept test sets of at least this many patients (default: the card's, 10).",
     ),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N, or auto."),
-    threads: Optional[int] = typer.Option(
-        None, "--threads", min=1, help=f"CPU threads for training (default: {DEFAULT_THREADS}, measured fastest for these small heads; part of the configuration)."
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        min=1,
+        help=f"CPU threads for training (default: {DEFAULT_THREADS}, measured fastest for these small heads; part of the configuration).",
     ),
-    store: Optional[Path] = typer.Option(None, "--store", help="The LanceDB store (default: CLEARBENCH_HOME/store)."),
-    strict: bool = typer.Option(False, "--strict", help="Stop at the first bad input instead of reporting it and going on."),
+    store: Path | None = typer.Option(None, "--store", help="The LanceDB store (default: CLEARBENCH_HOME/store)."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Stop at the first bad input instead of reporting it and going on."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON summary per encoder instead of tables."),
     resplit: bool = typer.Option(False, "--resplit", help=RESPLIT_HELP),
     keep_split: bool = typer.Option(False, "--keep-split", help=KEEP_SPLIT_HELP),
 ) -> None:
     """Train and evaluate TASK on stored embeddings; results go to the store, a summary to the terminal."""
-    from clearbench.protocols.run import exclusion_lines, group_exclusions, run_task
-
     import torch
 
+    from clearbench.protocols.run import exclusion_lines, group_exclusions, run_task
     from clearbench.tasks.card import PAPER_TRAINING
 
     torch.set_num_threads(threads or DEFAULT_THREADS)
     recipe = dict(PAPER_TRAINING) if paper_recipe else {}
-    given = {"lr": lr, "batch_size": batch_size, "patience": patience, "standardize": standardize, "min_steps": min_steps}
+    given = {
+        "lr": lr,
+        "batch_size": batch_size,
+        "patience": patience,
+        "standardize": standardize,
+        "min_steps": min_steps,
+    }
     recipe.update({k: v for k, v in given.items() if v is not None})
 
     problems = command_problems(strict)
@@ -247,25 +312,35 @@ def run(
                 noted.add(line)
                 say("[yellow]note:[/] {}", line, err=True)
         if r.reused:
-            say("{} · {}: reused finished folds {} (pass --rerun to retrain them)",
-                r.task, r.encoder, ", ".join(map(str, r.reused)), err=True)
+            say(
+                "{} · {}: reused finished folds {} (pass --rerun to retrain them)",
+                r.task,
+                r.encoder,
+                ", ".join(map(str, r.reused)),
+                err=True,
+            )
         console.print(summary_table(r))
         say("{}", recipe_line(r))
     if threads is None and not json_out:
-        say("threads: {}, the default (measured fastest for these heads, see README); pass --threads N to change it",
-            DEFAULT_THREADS, err=True)
+        say(
+            "threads: {}, the default (measured fastest for these heads, see README); pass --threads N to change it",
+            DEFAULT_THREADS,
+            err=True,
+        )
     if not json_out:
         print_run_board(results, store)
 
 
-def print_run_board(results: Sequence["EncoderRun"], store: Optional[Path]) -> None:
+def print_run_board(results: Sequence[EncoderRun], store: Path | None) -> None:
     """The task's leaderboard for the encoders just run, the runs just made (the full board is one command away)."""
     from clearbench.cli.leaderboard import terminal_board
     from clearbench.leaderboards import leaderboard
 
     task = results[0].task
     try:
-        board = leaderboard(task, store=store, run=[r.run_id for r in results], encoders=[r.encoder for r in results], published=False)
+        board = leaderboard(
+            task, store=store, run=[r.run_id for r in results], encoders=[r.encoder for r in results], published=False
+        )
     except ClearbenchError as exc:
         say("[yellow]note:[/] no leaderboard for this run: {}", exc, err=True)
         return

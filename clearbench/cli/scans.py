@@ -117,7 +117,12 @@ def scans(
     errors, warnings = len(log.errors), len(log.warnings)
     say(
         "{} scan(s) read, {} with problems, {} skipped; {} error(s), {} warning(s) reported",
-        n_read, n_with_problems, n_skipped, errors, warnings, err=True,
+        n_read,
+        n_with_problems,
+        n_skipped,
+        errors,
+        warnings,
+        err=True,
     )
     if not n_found:
         raise ClearbenchError(f"no {dataset} scans found under {reader.root}: check --root and the dataset layout")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich import box
@@ -49,9 +49,11 @@ def overview_table(view: dict[str, Any]) -> Table:
 
 def splits(
     task: str = typer.Argument(..., help="Task name (see clearbench tasks) or a task card .toml file."),
-    root: Optional[Path] = typer.Option(None, "--root", help="Dataset root for the labels (default: config.toml, else the root used at embed time)."),
-    store: Optional[Path] = typer.Option(None, "--store", help="The LanceDB store (default: CLEARBENCH_HOME/store)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the split (default: the task card's)."),
+    root: Path | None = typer.Option(
+        None, "--root", help="Dataset root for the labels (default: config.toml, else the root used at embed time)."
+    ),
+    store: Path | None = typer.Option(None, "--store", help="The LanceDB store (default: CLEARBENCH_HOME/store)."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the split (default: the task card's)."),
     json_out: bool = typer.Option(False, "--json", help="Print the split as one JSON object."),
     resplit: bool = typer.Option(False, "--resplit", help=RESPLIT_HELP),
     keep_split: bool = typer.Option(False, "--keep-split", help=KEEP_SPLIT_HELP),

@@ -31,8 +31,10 @@ def ls(store: Path | None = _STORE_OPTION, json_out: bool = _JSON_OPTION) -> Non
     infos = [embeddings.info(name) for name in embeddings.tables()]
     if json_out:
         for info in infos:
-            print_json_line({k: info[k] for k in ("table", "rows", "scans", "dim", "windows", "version", "path")}
-                            | {"dataset": info["provenance"].get("dataset"), "encoder": info["provenance"].get("encoder")})
+            print_json_line(
+                {k: info[k] for k in ("table", "rows", "scans", "dim", "windows", "version", "path")}
+                | {"dataset": info["provenance"].get("dataset"), "encoder": info["provenance"].get("encoder")}
+            )
         return
     if not infos:
         say("no embedding tables in {}; make one with clearbench embed", embeddings.path, err=True)
@@ -52,16 +54,19 @@ def ls(store: Path | None = _STORE_OPTION, json_out: bool = _JSON_OPTION) -> Non
     if renamed:
         table.add_column("encoder / dataset", overflow="fold")
     for info, made_by in zip(infos, origin):
-        cells = [esc(info["table"]), str(info["scans"]), str(info["rows"]), str(info["dim"]),
-                 esc(",".join(sorted(info["windows"])))]
+        cells = [
+            esc(info["table"]),
+            str(info["scans"]),
+            str(info["rows"]),
+            str(info["dim"]),
+            esc(",".join(sorted(info["windows"]))),
+        ]
         table.add_row(*cells, *([esc(made_by)] if renamed else []))
     console.print(table)
 
 
 @store_app.command("info")
-def info(
-    table: str = _TABLE_ARGUMENT, store: Path | None = _STORE_OPTION, json_out: bool = _JSON_OPTION
-) -> None:
+def info(table: str = _TABLE_ARGUMENT, store: Path | None = _STORE_OPTION, json_out: bool = _JSON_OPTION) -> None:
     """Rows, scans, dim, rows per window, versions, fragments and full provenance of one table."""
     details = _open(store).info(table)
     if json_out:
@@ -72,9 +77,14 @@ def info(
     grid.add_column(overflow="fold")
     rows_per_window = ", ".join(f"{w}: {n}" for w, n in sorted(details["windows"].items()))
     for key, value in (
-        ("path", details["path"]), ("rows", details["rows"]), ("scans", details["scans"]), ("dim", details["dim"]),
-        ("rows per window", rows_per_window), ("version", f"{details['version']} ({details['versions']} kept)"),
-        ("fragments", details["fragments"]), ("indices", ", ".join(details["indices"]) or "none"),
+        ("path", details["path"]),
+        ("rows", details["rows"]),
+        ("scans", details["scans"]),
+        ("dim", details["dim"]),
+        ("rows per window", rows_per_window),
+        ("version", f"{details['version']} ({details['versions']} kept)"),
+        ("fragments", details["fragments"]),
+        ("indices", ", ".join(details["indices"]) or "none"),
     ):
         grid.add_row(key, esc(str(value)))
     for key, value in sorted(details["provenance"].items()):
@@ -84,9 +94,7 @@ def info(
 
 
 @store_app.command("rm")
-def rm(
-    table: str = _TABLE_ARGUMENT, store: Path | None = _STORE_OPTION, json_out: bool = _JSON_OPTION
-) -> None:
+def rm(table: str = _TABLE_ARGUMENT, store: Path | None = _STORE_OPTION, json_out: bool = _JSON_OPTION) -> None:
     """Delete an embedding table and its files."""
     embeddings = _open(store)
     embeddings.rm(table)

@@ -32,8 +32,14 @@ def synth(
     with LoggedProgress(*columns, console=err_console, transient=True) as bar:
         task = bar.add_task(f"writing {esc(dataset.value)}", total=scans)
         root = write_cohort(out, scans, seed, size=size, progress=lambda n: bar.advance(task, n))
-    say("wrote {} synthetic {} scan(s) to {}\nnext: clearbench scans --dataset {} --root {}",
-        scans, dataset.value, root, dataset.value, root)
+    say(
+        "wrote {} synthetic {} scan(s) to {}\nnext: clearbench scans --dataset {} --root {}",
+        scans,
+        dataset.value,
+        root,
+        dataset.value,
+        root,
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -27,7 +27,7 @@ class Ranks:
         return self.rank == 0
 
     @classmethod
-    def from_env(cls, device: torch.device) -> "Ranks":
+    def from_env(cls, device: torch.device) -> Ranks:
         """Join the torchrun job described by the environment, if any."""
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:

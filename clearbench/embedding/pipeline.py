@@ -32,7 +32,13 @@ from clearbench.scans.problems import Problem, ProblemLog
 from clearbench.scans.signature import source_signature
 from clearbench.scans.windows import Window, get_window
 from clearbench.store.db import check_table_name
-from clearbench.store.embeddings import EmbeddingStore, EmbeddingTable, NonFiniteEmbeddingError, ScanEmbeddings, check_vectors
+from clearbench.store.embeddings import (
+    EmbeddingStore,
+    EmbeddingTable,
+    NonFiniteEmbeddingError,
+    ScanEmbeddings,
+    check_vectors,
+)
 from clearbench.store.schema import VOLUME_SLICE_IDX, VOLUME_WINDOW, schema_provenance
 
 # The windows each dataset's tasks use (the built-in task cards in tasks/): task 1 reads DeepLesion in both, tasks 2 and 3 lung only.
@@ -133,7 +139,9 @@ def _todo(
     return todo, len(records) - len(todo)
 
 
-def _forget_changed(table: EmbeddingTable, reader: DatasetReader, records: list[ScanRecord], problems: ProblemLog) -> int:
+def _forget_changed(
+    table: EmbeddingTable, reader: DatasetReader, records: list[ScanRecord], problems: ProblemLog
+) -> int:
     """Refuse another cohort; report the stored scans whose source files changed and delete their rows."""
     check = check_cohort(table, schema_provenance(table.schema).get("dataset_root"), reader, records)
     for rec in check.changed:
@@ -203,7 +211,9 @@ def embed(
         chosen = resolve_windows(reader.name, windows, encoder)
         records = reader.records()
         if not records:
-            raise ClearbenchError(f"no {reader.name} scans found under {reader.root}: check --root and the dataset layout")
+            raise ClearbenchError(
+                f"no {reader.name} scans found under {reader.root}: check --root and the dataset layout"
+            )
         if limit is not None:
             records = records[: max(0, limit)]
         store = store if isinstance(store, EmbeddingStore) else EmbeddingStore(store)

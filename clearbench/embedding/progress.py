@@ -35,11 +35,13 @@ class EmbedProgress:
         )
         self._task = self._progress.add_task(f"embed {escape(table)}", total=n_scans, rate="")
 
-    def __enter__(self) -> "EmbedProgress":
+    def __enter__(self) -> EmbedProgress:
         self._progress.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._progress.stop()
 
     def slices(self, n: int) -> None:

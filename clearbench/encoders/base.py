@@ -46,7 +46,7 @@ class Encoder(ABC):
         # Card, weights sha256 (or "random:<seed>"), preprocessing hash and clearbench version.
         self.provenance: dict[str, Any] = dict(provenance or {})
 
-    def to(self, device: str | torch.device) -> "Encoder":
+    def to(self, device: str | torch.device) -> Encoder:
         self.device = torch.device(device)
         self.model.to(self.device)
         return self
@@ -70,7 +70,9 @@ class Encoder(ABC):
         with self._inference():
             out = self.forward(batch.to(self.device, non_blocking=True))
         if out.shape != (batch.shape[0], self.dim):
-            raise RuntimeError(f"encoder {self.name} returned shape {tuple(out.shape)}, expected ({batch.shape[0]}, {self.dim})")
+            raise RuntimeError(
+                f"encoder {self.name} returned shape {tuple(out.shape)}, expected ({batch.shape[0]}, {self.dim})"
+            )
         return out.float().cpu()
 
 

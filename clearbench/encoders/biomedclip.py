@@ -24,35 +24,61 @@ from torch import nn
 from clearbench.encoders.image import CLIP_MEAN, CLIP_STD, ImageSliceFamily
 
 
-def build_biomedclip_visual(model_name: str = "vit_base_patch16_224", embed_dim: int = 512,
-                            image_size: int = 224, pool: str = "", proj: str = "linear",
-                            proj_bias: bool = False) -> nn.Module:
+def build_biomedclip_visual(
+    model_name: str = "vit_base_patch16_224",
+    embed_dim: int = 512,
+    image_size: int = 224,
+    pool: str = "",
+    proj: str = "linear",
+    proj_bias: bool = False,
+) -> nn.Module:
     """open_clip's timm vision tower, randomly initialised (never downloads): ``(n, 3, 224, 224)`` -> ``(n, embed_dim)``.
 
     Loads the ``visual.*`` keys of an open_clip checkpoint with the ``visual.`` prefix removed.
     """
     from open_clip.timm_model import TimmModel
 
-    return TimmModel(model_name, embed_dim=embed_dim, image_size=image_size, pool=pool, proj=proj,
-                     proj_bias=proj_bias, pretrained=False)
+    return TimmModel(
+        model_name,
+        embed_dim=embed_dim,
+        image_size=image_size,
+        pool=pool,
+        proj=proj,
+        proj_bias=proj_bias,
+        pretrained=False,
+    )
 
 
 class BiomedCLIPFamily(ImageSliceFamily):
     name: ClassVar[str] = "biomedclip"
     prefixes: ClassVar[tuple[str, ...]] = ("visual.",)
     default_params: ClassVar[Mapping[str, Any]] = {
-        "model_name": "vit_base_patch16_224", "embed_dim": 512, "image_size": 224, "pool": "", "proj": "linear",
+        "model_name": "vit_base_patch16_224",
+        "embed_dim": 512,
+        "image_size": 224,
+        "pool": "",
+        "proj": "linear",
         "proj_bias": False,
     }
     # open_clip's image_transform(224, is_train=False): bicubic shortest-side resize, centre crop, CLIP stats.
     default_preprocessing: ClassVar[Mapping[str, Any]] = {
-        "size": 224, "crop": 224, "interpolation": "bicubic", "mean": list(CLIP_MEAN), "std": list(CLIP_STD),
+        "size": 224,
+        "crop": 224,
+        "interpolation": "bicubic",
+        "mean": list(CLIP_MEAN),
+        "std": list(CLIP_STD),
         "channels": 3,
     }
 
     def build(self, params: Mapping[str, Any]) -> nn.Module:
-        return build_biomedclip_visual(str(params["model_name"]), int(params["embed_dim"]), int(params["image_size"]),
-                                       str(params["pool"]), str(params["proj"]), bool(params["proj_bias"]))
+        return build_biomedclip_visual(
+            str(params["model_name"]),
+            int(params["embed_dim"]),
+            int(params["image_size"]),
+            str(params["pool"]),
+            str(params["proj"]),
+            bool(params["proj_bias"]),
+        )
 
     def output_dim(self, params: Mapping[str, Any]) -> int:
         return int(params["embed_dim"])

@@ -39,7 +39,18 @@ import tomli_w
 from clearbench.config import read_toml, user_card_dir
 from clearbench.errors import ClearbenchError, InputError
 
-_TOP_KEYS = {"name", "family", "paper_name", "dim", "description", "license", "citation", "weights", "params", "preprocessing"}
+_TOP_KEYS = {
+    "name",
+    "family",
+    "paper_name",
+    "dim",
+    "description",
+    "license",
+    "citation",
+    "weights",
+    "params",
+    "preprocessing",
+}
 _WEIGHT_KEYS = {"random", "seed", "path", "env", "hf_repo", "hf_file", "hf_revision", "sha256", "note"}
 
 
@@ -63,10 +74,19 @@ class WeightsSpec:
             return f"random:{self.seed}"
         if self.none:
             return "none"
-        return {k: v for k, v in (
-            ("env", self.env), ("path", self.path), ("hf_repo", self.hf_repo), ("hf_file", self.hf_file),
-            ("hf_revision", self.hf_revision), ("sha256", self.sha256), ("note", self.note),
-        ) if v is not None}
+        return {
+            k: v
+            for k, v in (
+                ("env", self.env),
+                ("path", self.path),
+                ("hf_repo", self.hf_repo),
+                ("hf_file", self.hf_file),
+                ("hf_revision", self.hf_revision),
+                ("sha256", self.sha256),
+                ("note", self.note),
+            )
+            if v is not None
+        }
 
 
 @dataclass(frozen=True)
@@ -103,8 +123,12 @@ class EncoderCard:
 
     def to_dict(self) -> dict[str, Any]:
         """The card plus its origin, JSON-ready (provenance and ``--json`` output)."""
-        return {**self.to_toml(), "source": self.source, "file": str(self.path) if self.path else None,
-                "overrides": self.overrides}
+        return {
+            **self.to_toml(),
+            "source": self.source,
+            "file": str(self.path) if self.path else None,
+            "overrides": self.overrides,
+        }
 
 
 def parse_card(data: Mapping[str, Any], *, source: str = "builtin", path: Path | None = None) -> EncoderCard:
@@ -145,7 +169,9 @@ def parse_card(data: Mapping[str, Any], *, source: str = "builtin", path: Path |
 
 def _parse_weights(value: Any) -> WeightsSpec:
     if value is None:
-        raise ClearbenchError("the card needs 'weights' (a path, \"random\", \"random:<seed>\", \"none\" or a [weights] table)")
+        raise ClearbenchError(
+            'the card needs \'weights\' (a path, "random", "random:<seed>", "none" or a [weights] table)'
+        )
     if isinstance(value, str):
         if value == "none":
             return WeightsSpec(none=True)
@@ -159,7 +185,9 @@ def _parse_weights(value: Any) -> WeightsSpec:
         raise ClearbenchError("'weights' must be a string or a table")
     unknown = sorted(set(value) - _WEIGHT_KEYS)
     if unknown:
-        raise ClearbenchError(f"unknown [weights] field(s) {', '.join(unknown)} (known: {', '.join(sorted(_WEIGHT_KEYS))})")
+        raise ClearbenchError(
+            f"unknown [weights] field(s) {', '.join(unknown)} (known: {', '.join(sorted(_WEIGHT_KEYS))})"
+        )
     for key in _WEIGHT_KEYS - {"random", "seed"}:
         if value.get(key) is not None and not isinstance(value[key], str):
             raise ClearbenchError(f"[weights] {key} must be a string")
@@ -192,7 +220,9 @@ def read_card(path: Path, source: str = "builtin") -> EncoderCard:
         raise InputError(path, str(exc)) from exc
 
 
-def write_card(card: EncoderCard | Mapping[str, Any], directory: Path | None = None, *, overwrite: bool = False) -> Path:
+def write_card(
+    card: EncoderCard | Mapping[str, Any], directory: Path | None = None, *, overwrite: bool = False
+) -> Path:
     """Write a card as ``<directory>/<name>.toml`` (default ``CLEARBENCH_HOME/encoders``); returns the path.
 
     Pretraining calls this so that a freshly trained backbone is an encoder at once. The card is validated

@@ -36,8 +36,19 @@ from clearbench.encoders.card import EncoderCard, WeightsSpec
 from clearbench.errors import ClearbenchError
 from clearbench.scans.scan import Scan
 
-REQUIRED_PROVENANCE = ("encoder", "family", "kind", "dim", "card", "params", "preprocessing", "preprocessing_hash",
-                       "weights", "weights_sha256", "clearbench_version")
+REQUIRED_PROVENANCE = (
+    "encoder",
+    "family",
+    "kind",
+    "dim",
+    "card",
+    "params",
+    "preprocessing",
+    "preprocessing_hash",
+    "weights",
+    "weights_sha256",
+    "clearbench_version",
+)
 RELATIVE_TOLERANCE = 1e-4
 # On CUDA the encoder runs under bfloat16 autocast (8-bit mantissa): kernels chosen per batch size round
 # differently. Measured on an H200 (random weights, 4 slices): ViT-ConvB 3.4e-3 and VMamba 1.1e-3 of the largest
@@ -77,9 +88,16 @@ class ConformanceReport:
         return [c for c in self.checks if not c.passed]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"encoder": self.encoder, "family": self.family, "weights": self.weights, "kind": self.kind,
-                "dim": self.dim, "note": self.note, "passed": self.passed,
-                "checks": [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in self.checks]}
+        return {
+            "encoder": self.encoder,
+            "family": self.family,
+            "weights": self.weights,
+            "kind": self.kind,
+            "dim": self.dim,
+            "note": self.note,
+            "passed": self.passed,
+            "checks": [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in self.checks],
+        }
 
 
 # -- the network guard -----------------------------------------------------------------------------------
@@ -128,7 +146,7 @@ def sample_slices(n: int = 4, height: int = 48, width: int = 40, seed: int = 0) 
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
     out = []
     for i in range(n):
-        blob = torch.exp(-((xx - 0.2 * i / n) ** 2 + yy ** 2) / (0.3 + 0.1 * i))
+        blob = torch.exp(-((xx - 0.2 * i / n) ** 2 + yy**2) / (0.3 + 0.1 * i))
         edge = (xx > 0.5 - 0.2 * i / n).float() * 0.3
         out.append((0.6 * blob + edge + 0.15 * torch.rand(height, width, generator=gen)).clamp(0, 1))
     return torch.stack(out)
@@ -141,7 +159,7 @@ def sample_scans(n: int = 2, seed: int = 0) -> list[Scan]:
     for i in range(n):
         z, y, x = np.meshgrid(np.arange(12), np.arange(40), np.arange(40), indexing="ij")
         hu = np.full((12, 40, 40), -1000.0)
-        hu[(y - 20) ** 2 + (x - 20 - i) ** 2 < 15 ** 2] = 40.0
+        hu[(y - 20) ** 2 + (x - 20 - i) ** 2 < 15**2] = 40.0
         hu[(z - 6) ** 2 + (y - 18) ** 2 + (x - 22) ** 2 < (3 + i) ** 2] = 300.0
         hu += rng.normal(0, 10, hu.shape)
         scans.append(Scan(f"check-{i}", f"patient-{i}", hu.astype(np.int16), (2.5, 1.0, 1.0)))
@@ -149,8 +167,9 @@ def sample_scans(n: int = 2, seed: int = 0) -> list[Scan]:
 
 
 # -- the checks -----------------------------------------------------------------------------------------
-def check_encoder(name: str, weights: WeightsChoice = "random", device: str = "cpu",
-                  trust_checkpoint: bool = False) -> ConformanceReport:
+def check_encoder(
+    name: str, weights: WeightsChoice = "random", device: str = "cpu", trust_checkpoint: bool = False
+) -> ConformanceReport:
     """Run the contract on the registered card ``name`` (see :func:`check_card`)."""
     from clearbench.encoders.registry import get_card
 
@@ -164,8 +183,9 @@ def random_variant(card: EncoderCard, seed: int = 0) -> EncoderCard:
     return replace(card, weights=WeightsSpec(random=True, seed=seed))
 
 
-def check_card(card: EncoderCard, weights: WeightsChoice = "random", device: str = "cpu",
-               trust_checkpoint: bool = False) -> ConformanceReport:
+def check_card(
+    card: EncoderCard, weights: WeightsChoice = "random", device: str = "cpu", trust_checkpoint: bool = False
+) -> ConformanceReport:
     """Load the card (its random variant, or its given weights) and run every check; never raises for a
     failing encoder: the report says which check failed and why."""
     from clearbench.encoders.registry import encoder_status, load_card
@@ -185,8 +205,14 @@ def check_card(card: EncoderCard, weights: WeightsChoice = "random", device: str
                 except (ClearbenchError, ImportError) as exc2:
                     report.checks.append(CheckResult("load", False, _one_line(exc2)))
             elif weights == "random" and not (card.weights.random or card.weights.none):
-                report.checks.append(CheckResult("load", False, f"{_one_line(exc)}; the card has no random variant "
-                                                 "and its weights are not present (clearbench encoders show NAME)"))
+                report.checks.append(
+                    CheckResult(
+                        "load",
+                        False,
+                        f"{_one_line(exc)}; the card has no random variant "
+                        "and its weights are not present (clearbench encoders show NAME)",
+                    )
+                )
             else:
                 report.checks.append(CheckResult("load", False, _one_line(exc)))
         except Exception as exc:  # noqa: BLE001 - a plugin family may raise anything; that is the finding
@@ -194,13 +220,21 @@ def check_card(card: EncoderCard, weights: WeightsChoice = "random", device: str
         if encoder is not None:
             report.weights = str(encoder.provenance.get("weights", ""))
             report.kind, report.dim = encoder.kind, encoder.dim
-            report.checks.append(CheckResult("load", True, f"{encoder.kind} encoder, dim {encoder.dim}, weights {report.weights}"))
+            report.checks.append(
+                CheckResult("load", True, f"{encoder.kind} encoder, dim {encoder.dim}, weights {report.weights}")
+            )
             relative = BF16_RELATIVE_TOLERANCE if encoder.device.type == "cuda" else RELATIVE_TOLERANCE
             report.checks.extend(behaviour_checks(encoder, relative))
             report.checks.append(_provenance_check(encoder, card))
-    report.checks.append(CheckResult("no network", not attempts,
-                                     "no connection or lookup attempted" if not attempts
-                                     else f"{len(attempts)} attempt(s): {'; '.join(attempts[:3])}"))
+    report.checks.append(
+        CheckResult(
+            "no network",
+            not attempts,
+            "no connection or lookup attempted"
+            if not attempts
+            else f"{len(attempts)} attempt(s): {'; '.join(attempts[:3])}",
+        )
+    )
     return report
 
 
@@ -216,28 +250,51 @@ def behaviour_checks(encoder: Encoder, relative: float = RELATIVE_TOLERANCE) -> 
         return [eval_check, CheckResult("shape and dtype", False, f"{type(exc).__name__}: {_one_line(exc)}")]
     checks = [eval_check]
     shape_ok = tuple(first.shape) == (n, encoder.dim) and first.dtype == torch.float32
-    checks.append(CheckResult("shape and dtype", shape_ok,
-                              f"{tuple(first.shape)} {str(first.dtype).replace('torch.', '')}"
-                              + ("" if shape_ok else f"; expected ({n}, {encoder.dim}) float32")))
+    checks.append(
+        CheckResult(
+            "shape and dtype",
+            shape_ok,
+            f"{tuple(first.shape)} {str(first.dtype).replace('torch.', '')}"
+            + ("" if shape_ok else f"; expected ({n}, {encoder.dim}) float32"),
+        )
+    )
     finite = torch.isfinite(first)
-    checks.append(CheckResult("finite", bool(finite.all()), "all values finite" if finite.all()
-                              else f"{int((~finite).sum())} of {finite.numel()} values are NaN or infinite"))
+    checks.append(
+        CheckResult(
+            "finite",
+            bool(finite.all()),
+            "all values finite"
+            if finite.all()
+            else f"{int((~finite).sum())} of {finite.numel()} values are NaN or infinite",
+        )
+    )
     scale = float(first[finite].abs().max()) if finite.any() else 0.0
     tolerance = relative * max(scale, 1e-3)
     try:
         one_by_one = torch.cat([probe.item(item) for item in probe.items])
         diff = _max_diff(first, one_by_one)
-        checks.append(CheckResult("batch = items", diff <= tolerance,
-                                  f"max |batch - items| = {diff:.3g} (tolerance {tolerance:.3g})"))
+        checks.append(
+            CheckResult(
+                "batch = items", diff <= tolerance, f"max |batch - items| = {diff:.3g} (tolerance {tolerance:.3g})"
+            )
+        )
         second = probe.batch()
         diff = _max_diff(first, second)
-        checks.append(CheckResult("repeatable", diff <= tolerance,
-                                  f"max |first - second| = {diff:.3g} (tolerance {tolerance:.3g})"))
+        checks.append(
+            CheckResult(
+                "repeatable", diff <= tolerance, f"max |first - second| = {diff:.3g} (tolerance {tolerance:.3g})"
+            )
+        )
     except Exception as exc:  # noqa: BLE001
         checks.append(CheckResult("batch = items", False, f"{type(exc).__name__}: {_one_line(exc)}"))
     untouched = probe.untouched()
-    checks.append(CheckResult("input untouched", untouched, "inputs unchanged" if untouched
-                              else "the encoder modified the caller's input in place"))
+    checks.append(
+        CheckResult(
+            "input untouched",
+            untouched,
+            "inputs unchanged" if untouched else "the encoder modified the caller's input in place",
+        )
+    )
     return checks
 
 
@@ -247,7 +304,7 @@ class _SliceProbe:
     def __init__(self, encoder: Encoder) -> None:
         self.encoder, self.inputs = encoder, sample_slices()
         self.snapshot = self.inputs.clone()
-        self.items = [self.inputs[i:i + 1] for i in range(self.inputs.shape[0])]
+        self.items = [self.inputs[i : i + 1] for i in range(self.inputs.shape[0])]
 
     def batch(self) -> torch.Tensor:
         return self.encoder.encode(self.inputs)
@@ -278,8 +335,13 @@ class _VolumeProbe:
 
 def _eval_mode_check(encoder: Encoder) -> CheckResult:
     training = [name or "(root)" for name, module in encoder.model.named_modules() if module.training]
-    return CheckResult("eval mode", not training, "every module in eval mode" if not training
-                       else f"{len(training)} module(s) in training mode: {', '.join(training[:3])}")
+    return CheckResult(
+        "eval mode",
+        not training,
+        "every module in eval mode"
+        if not training
+        else f"{len(training)} module(s) in training mode: {', '.join(training[:3])}",
+    )
 
 
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -308,8 +370,11 @@ def _provenance_check(encoder: Encoder, card: EncoderCard) -> CheckResult:
         json.dumps(prov)
     except (TypeError, ValueError) as exc:
         problems.append(f"not JSON-ready ({exc})")
-    return CheckResult("provenance", not problems, "; ".join(problems) if problems
-                       else f"{len(REQUIRED_PROVENANCE)} required keys present and consistent")
+    return CheckResult(
+        "provenance",
+        not problems,
+        "; ".join(problems) if problems else f"{len(REQUIRED_PROVENANCE)} required keys present and consistent",
+    )
 
 
 def _one_line(exc: BaseException) -> str:

@@ -170,7 +170,9 @@ class Transformer(nn.Module):
         )
         self.norm_out = BiasFreeLayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, grid: tuple[int, int, int, int], attn_bias: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, grid: tuple[int, int, int, int], attn_bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
         for peg, attn, _, ff in self.layers:
             x = peg(x, grid) + x
             x = attn(x, attn_bias) + x
@@ -237,10 +239,9 @@ class VectorQuantize(nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             flat = x.reshape(-1, x.shape[-1]).float()
             unit_codes = F.normalize(embed.float(), dim=-1)
-            indices = torch.cat([
-                (F.normalize(chunk, dim=-1) @ unit_codes.T).argmax(dim=-1)
-                for chunk in flat.split(self._CHUNK)
-            ])
+            indices = torch.cat(
+                [(F.normalize(chunk, dim=-1) @ unit_codes.T).argmax(dim=-1) for chunk in flat.split(self._CHUNK)]
+            )
             quantized = embed.float()[indices]
             if self.training:
                 quantized = flat + (quantized - flat).detach()
@@ -310,7 +311,9 @@ class CTViT(nn.Module):
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """The token grid ``(b, t, h, w, dim)`` before quantisation."""
         if video.ndim != 5 or tuple(video.shape[-2:]) != (self.image_size, self.image_size):
-            raise ValueError(f"CTViT expects (b, c, depth, {self.image_size}, {self.image_size}), got {tuple(video.shape)}")
+            raise ValueError(
+                f"CTViT expects (b, c, depth, {self.image_size}, {self.image_size}), got {tuple(video.shape)}"
+            )
         if video.shape[2] % self.temporal_patch_size:
             raise ValueError(f"CTViT input depth {video.shape[2]} is not a multiple of {self.temporal_patch_size}")
         tokens = self.to_patch_emb(video)
@@ -355,7 +358,9 @@ def build_ctclip_image_encoder(*, dim_latent: int, **ctvit_params: int) -> CTCLI
 
 
 # -- preprocessing -----------------------------------------------------------------------------------------------
-def ctclip_preprocess(hu: np.ndarray, spacing: tuple[float, float, float], settings: Mapping[str, Any] = CTCLIP_PREPROCESSING) -> torch.Tensor:
+def ctclip_preprocess(
+    hu: np.ndarray, spacing: tuple[float, float, float], settings: Mapping[str, Any] = CTCLIP_PREPROCESSING
+) -> torch.Tensor:
     """A HU volume ``[Z, Y, X]`` with spacing ``(z, y, x)`` mm -> CT-CLIP's input volume ``[D, H, W]`` float32.
 
     Clip to ``hu_range``, resample trilinearly to ``spacing``, divide by ``divisor``, then centre crop or pad
@@ -414,8 +419,10 @@ class CTCLIPFamily(Family):
                 continue
             if key.endswith(".null_kv"):
                 if value.numel():
-                    raise ClearbenchError(f"checkpoint key {key} holds {tuple(value.shape)} null key/values; "
-                                          "CT-CLIP's image encoder has none, so this is not a CT-CLIP checkpoint")
+                    raise ClearbenchError(
+                        f"checkpoint key {key} holds {tuple(value.shape)} null key/values; "
+                        "CT-CLIP's image encoder has none, so this is not a CT-CLIP checkpoint"
+                    )
                 continue
             kept[key] = value
         return kept
@@ -443,7 +450,7 @@ class CTCLIPFamily(Family):
             found["dim_head"] = inner // found["heads"]
         for part in ("spatial", "temporal"):
             prefix = f"{vt}enc_{part}_transformer.layers."
-            layers = {int(k[len(prefix):].split(".")[0]) for k in state_dict if k.startswith(prefix)}
+            layers = {int(k[len(prefix) :].split(".")[0]) for k in state_dict if k.startswith(prefix)}
             found[f"{part}_depth"] = max(layers) + 1 if layers else None
         out.update({k: v for k, v in found.items() if v is not None})
         return out

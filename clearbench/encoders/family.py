@@ -166,7 +166,7 @@ class Family(ABC):
         """
         for prefix in self.prefixes:
             if any(k.startswith(prefix) for k in state_dict):
-                state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+                state_dict = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
                 break
         if self.heads:
             state_dict = {k: v for k, v in state_dict.items() if not k.startswith(self.heads)}
@@ -185,12 +185,15 @@ class Family(ABC):
         """
         return None
 
-    def load_model_folder(self, folder: Path, params: Mapping[str, Any]) -> tuple[nn.Module, dict[str, Any], list[Path]]:
+    def load_model_folder(
+        self, folder: Path, params: Mapping[str, Any]
+    ) -> tuple[nn.Module, dict[str, Any], list[Path]]:
         """The module loaded from ``folder``, the params completed from it, and the weights files it read."""
         raise NotImplementedError(f"family '{self.name}' does not load model folders")
 
-    def complete_preprocessing(self, model: nn.Module, params: Mapping[str, Any],
-                               preprocessing: Mapping[str, Any]) -> dict[str, Any]:
+    def complete_preprocessing(
+        self, model: nn.Module, params: Mapping[str, Any], preprocessing: Mapping[str, Any]
+    ) -> dict[str, Any]:
         """Fill the settings the card left unset from what the built model knows (timm's ``pretrained_cfg``,
         a processor config); the default keeps the resolved preprocessing as it is. Runs before the provenance
         is written, so the preprocessing hash covers what the encoder really does."""

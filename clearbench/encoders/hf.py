@@ -65,7 +65,9 @@ def embedding_dim(config: Any) -> int:
         return int(sizes[-1])
     size = getattr(config, "hidden_size", None)
     if size is None:
-        raise ClearbenchError(f"hf: cannot tell the embedding dim of a '{config.model_type}' model (no hidden_size in its config)")
+        raise ClearbenchError(
+            f"hf: cannot tell the embedding dim of a '{config.model_type}' model (no hidden_size in its config)"
+        )
     return int(size)
 
 
@@ -87,11 +89,13 @@ def config_from_fields(config: Mapping[str, Any]) -> Any:
     fields = dict(config)
     model_type = fields.pop("model_type", None)
     if not model_type:
-        raise ClearbenchError("hf: random init needs [params] config with a model_type (e.g. \"dinov2\") and its sizes")
+        raise ClearbenchError('hf: random init needs [params] config with a model_type (e.g. "dinov2") and its sizes')
     try:
         return AutoConfig.for_model(str(model_type), **fields)
     except (ValueError, KeyError, TypeError) as exc:
-        raise ClearbenchError(f"hf: transformers {_version()} cannot make a '{model_type}' config ({_first_line(exc)})") from exc
+        raise ClearbenchError(
+            f"hf: transformers {_version()} cannot make a '{model_type}' config ({_first_line(exc)})"
+        ) from exc
 
 
 def load_hf_folder(folder: Path, pooling: str = "cls") -> tuple[nn.Module, list[Path]]:
@@ -104,22 +108,33 @@ def load_hf_folder(folder: Path, pooling: str = "cls") -> tuple[nn.Module, list[
     try:
         model_class = MODEL_MAPPING[type(vision)]
     except KeyError as exc:
-        raise InputError(folder, f"transformers has no AutoModel class for '{vision.model_type}' "
-                                 "(is it a vision backbone?)") from exc
+        raise InputError(
+            folder, f"transformers has no AutoModel class for '{vision.model_type}' (is it a vision backbone?)"
+        ) from exc
     with _quiet():
         try:
             # Mismatched shapes are collected rather than raised, so the error below can list them.
-            model, info = model_class.from_pretrained(str(folder), local_files_only=True, use_safetensors=True,
-                                                      output_loading_info=True, ignore_mismatched_sizes=True)
+            model, info = model_class.from_pretrained(
+                str(folder),
+                local_files_only=True,
+                use_safetensors=True,
+                output_loading_info=True,
+                ignore_mismatched_sizes=True,
+            )
         except (OSError, ValueError, RuntimeError) as exc:
             raise InputError(folder, f"transformers could not load the weights ({_first_line(exc)})") from exc
     missing = sorted(k for k in info.get("missing_keys", ()) if pooling == "pooler" or not k.startswith("pooler."))
     mismatched = sorted(_mismatch(k) for k in info.get("mismatched_keys", ()))
-    parts = [f"{len(keys)} {what} key(s): {', '.join(keys[:_SHOWN])}{' ...' if len(keys) > _SHOWN else ''}"
-             for what, keys in (("missing", missing), ("wrongly shaped", mismatched)) if keys]
+    parts = [
+        f"{len(keys)} {what} key(s): {', '.join(keys[:_SHOWN])}{' ...' if len(keys) > _SHOWN else ''}"
+        for what, keys in (("missing", missing), ("wrongly shaped", mismatched))
+        if keys
+    ]
     if parts:
-        raise InputError(folder, "weights do not fit the model: " + "; ".join(parts)
-                                 + " (is config.json the one saved with these weights?)")
+        raise InputError(
+            folder,
+            "weights do not fit the model: " + "; ".join(parts) + " (is config.json the one saved with these weights?)",
+        )
     return model.float().eval(), files
 
 
@@ -136,8 +151,11 @@ def _read_config(folder: Path) -> Any:
 
     path = folder / "config.json"
     if not path.is_file():
-        raise InputError(folder, "no config.json: not a transformers model folder (save it with save_pretrained, "
-                                 "or download the whole repo, not only the weights)")
+        raise InputError(
+            folder,
+            "no config.json: not a transformers model folder (save it with save_pretrained, "
+            "or download the whole repo, not only the weights)",
+        )
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -146,9 +164,16 @@ def _read_config(folder: Path) -> Any:
     try:
         return AutoConfig.from_pretrained(str(folder), local_files_only=True)
     except (ValueError, KeyError) as exc:
-        custom = " it needs the model's own Python code (auto_map), which clearbench never runs;" if isinstance(raw, dict) and raw.get("auto_map") else ""
-        raise InputError(folder, f"transformers {_version()} does not know the architecture '{model_type}';{custom} "
-                                 "upgrade transformers or use a model it supports") from exc
+        custom = (
+            " it needs the model's own Python code (auto_map), which clearbench never runs;"
+            if isinstance(raw, dict) and raw.get("auto_map")
+            else ""
+        )
+        raise InputError(
+            folder,
+            f"transformers {_version()} does not know the architecture '{model_type}';{custom} "
+            "upgrade transformers or use a model it supports",
+        ) from exc
 
 
 def _version() -> str:
@@ -196,8 +221,10 @@ def processor_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
         elif isinstance(size, Mapping) and {"height", "width"} <= set(size):
             settings["size"] = [int(size["height"]), int(size["width"])]
         else:
-            raise ClearbenchError(f"processor size {size!r} is not a shortest edge or a height and width; "
-                                  "set [preprocessing] size in the card")
+            raise ClearbenchError(
+                f"processor size {size!r} is not a shortest edge or a height and width; "
+                "set [preprocessing] size in the card"
+            )
     crop = raw.get("crop_size")
     if raw.get("do_center_crop", False) and crop is not None:
         if isinstance(crop, Mapping):
@@ -207,8 +234,10 @@ def processor_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
         settings["crop"] = int(crop)
     resample = raw.get("resample", 2)
     if resample not in _RESAMPLE:
-        raise ClearbenchError(f"processor resample {resample!r} (PIL code) has no torch equivalent here; "
-                              "set [preprocessing] interpolation in the card (bilinear, bicubic, nearest, area)")
+        raise ClearbenchError(
+            f"processor resample {resample!r} (PIL code) has no torch equivalent here; "
+            "set [preprocessing] interpolation in the card (bilinear, bicubic, nearest, area)"
+        )
     settings["interpolation"] = _RESAMPLE[resample]
     mean = [float(m) for m in raw.get("image_mean", IMAGENET_MEAN)]
     std = [float(s) for s in raw.get("image_std", IMAGENET_STD)]
@@ -242,7 +271,14 @@ def default_settings(config: Any) -> dict[str, Any]:
     side = int(getattr(config, "image_size", 224))
     channels = int(getattr(config, "num_channels", 3))
     mean, std = (list(IMAGENET_MEAN), list(IMAGENET_STD)) if channels == 3 else ([0.5] * channels, [0.5] * channels)
-    return {"size": [side, side], "crop": None, "interpolation": "bilinear", "mean": mean, "std": std, "channels": channels}
+    return {
+        "size": [side, side],
+        "crop": None,
+        "interpolation": "bilinear",
+        "mean": mean,
+        "std": std,
+        "channels": channels,
+    }
 
 
 # -- the encoder ------------------------------------------------------------------------------------
@@ -259,20 +295,26 @@ class HfSliceEncoder(ImageSliceEncoder):
         if self.pooling == "pooler":
             pooled = getattr(out, "pooler_output", None)
             if pooled is None:
-                raise ClearbenchError(f"encoder {self.name}: the model has no pooler output; use pooling = \"cls\" or \"mean\"")
+                raise ClearbenchError(
+                    f'encoder {self.name}: the model has no pooler output; use pooling = "cls" or "mean"'
+                )
             return pooled.flatten(1)
         hidden = out.last_hidden_state
         if hidden.ndim == 4:  # a convolutional backbone: [n, C, h, w]
             if self.pooling == "cls":
-                raise ClearbenchError(f"encoder {self.name}: a convolutional model has no CLS token; use pooling = \"mean\"")
+                raise ClearbenchError(
+                    f'encoder {self.name}: a convolutional model has no CLS token; use pooling = "mean"'
+                )
             return hidden.mean(dim=(2, 3))
         prefix = self._prefix_tokens(hidden.shape[1], batch.shape[-2:])
         if self.pooling == "cls":
             if not prefix:
-                raise ClearbenchError(f"encoder {self.name}: the model has no CLS token (its tokens are all patches); "
-                                      "use pooling = \"mean\" or \"pooler\"")
+                raise ClearbenchError(
+                    f"encoder {self.name}: the model has no CLS token (its tokens are all patches); "
+                    'use pooling = "mean" or "pooler"'
+                )
             return hidden[:, 0]
-        return hidden[:, prefix or 0:].mean(dim=1)
+        return hidden[:, prefix or 0 :].mean(dim=1)
 
     def _prefix_tokens(self, n_tokens: int, image: torch.Size) -> int | None:
         """CLS and register tokens before the patches; None when the layout cannot be told (no patch size)."""
@@ -300,13 +342,21 @@ class HfFamily(Family):
     def locate_model_folder(self, card: EncoderCard) -> WeightsLocation | None:
         return locate_model_folder(card)
 
-    def load_model_folder(self, folder: Path, params: Mapping[str, Any]) -> tuple[nn.Module, dict[str, Any], list[Path]]:
+    def load_model_folder(
+        self, folder: Path, params: Mapping[str, Any]
+    ) -> tuple[nn.Module, dict[str, Any], list[Path]]:
         if params["config"]:
-            raise InputError(folder, "[params] config only shapes a random init; a model folder has its own config.json")
+            raise InputError(
+                folder, "[params] config only shapes a random init; a model folder has its own config.json"
+            )
         model, files = load_hf_folder(folder, str(params["pooling"]))
         config = vision_config(model.config)
-        loaded = {**params, "model_type": config.model_type, "dim": embedding_dim(model.config),
-                  "processor": read_processor(folder)}
+        loaded = {
+            **params,
+            "model_type": config.model_type,
+            "dim": embedding_dim(model.config),
+            "processor": read_processor(folder),
+        }
         return model, loaded, files
 
     def build(self, params: Mapping[str, Any]) -> nn.Module:
@@ -318,9 +368,12 @@ class HfFamily(Family):
         config = params.get("config") or {}
         return embedding_dim(config_from_fields(config)) if config else None
 
-    def complete_preprocessing(self, model: nn.Module, params: Mapping[str, Any],
-                               preprocessing: Mapping[str, Any]) -> dict[str, Any]:
+    def complete_preprocessing(
+        self, model: nn.Module, params: Mapping[str, Any], preprocessing: Mapping[str, Any]
+    ) -> dict[str, Any]:
         return overlay_settings(params.get("processor") or default_settings(model.config), preprocessing)
 
     def wrap(self, model: nn.Module, spec: EncoderSpec) -> SliceEncoder:
-        return HfSliceEncoder(spec, model, ImageTransform.from_settings(spec.preprocessing), str(spec.params["pooling"]))
+        return HfSliceEncoder(
+            spec, model, ImageTransform.from_settings(spec.preprocessing), str(spec.params["pooling"])
+        )

@@ -54,7 +54,7 @@ class ImageTransform:
     channels: int = 3
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any]) -> "ImageTransform":
+    def from_settings(cls, settings: Mapping[str, Any]) -> ImageTransform:
         size = settings.get("size")
         if isinstance(size, (list, tuple)):
             size = (int(size[0]), int(size[1]))
@@ -69,7 +69,14 @@ class ImageTransform:
         if len(mean) != channels or len(std) != channels:
             raise ClearbenchError(f"mean and std need {channels} values each (one per channel), got {mean} and {std}")
         crop = settings.get("crop")
-        return cls(size=size, crop=int(crop) if crop is not None else None, interpolation=mode, mean=mean, std=std, channels=channels)
+        return cls(
+            size=size,
+            crop=int(crop) if crop is not None else None,
+            interpolation=mode,
+            mean=mean,
+            std=std,
+            channels=channels,
+        )
 
     def _resized_shape(self, h: int, w: int) -> tuple[int, int]:
         if isinstance(self.size, tuple):
@@ -87,8 +94,9 @@ class ImageTransform:
             shape = self._resized_shape(*x.shape[-2:])
             if shape != tuple(x.shape[-2:]):
                 smooth = self.interpolation in ("bilinear", "bicubic")
-                x = F.interpolate(x, size=shape, mode=self.interpolation, antialias=smooth,
-                                  align_corners=False if smooth else None)
+                x = F.interpolate(
+                    x, size=shape, mode=self.interpolation, antialias=smooth, align_corners=False if smooth else None
+                )
                 # An 8-bit PIL image cannot overshoot; bicubic on floats can.
                 x = x.clamp_(0.0, 1.0)
         if self.crop is not None:
@@ -108,7 +116,7 @@ def _centre_crop(x: torch.Tensor, crop: int) -> torch.Tensor:
         h, w = x.shape[-2:]
     top = int(round((h - crop) / 2.0))
     left = int(round((w - crop) / 2.0))
-    return x[..., top:top + crop, left:left + crop]
+    return x[..., top : top + crop, left : left + crop]
 
 
 def overlay_settings(base: Mapping[str, Any], card: Mapping[str, Any]) -> dict[str, Any]:

@@ -42,8 +42,9 @@ VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
 _BLOCK = re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\.")
 
 
-def build_mambaout(depths: Sequence[int] = (3, 3, 9, 3), dims: Sequence[int] = (48, 96, 192, 288),
-                   drop_path_rate: float = 0.0) -> nn.Module:
+def build_mambaout(
+    depths: Sequence[int] = (3, 3, 9, 3), dims: Sequence[int] = (48, 96, 192, 288), drop_path_rate: float = 0.0
+) -> nn.Module:
     """A headless timm MambaOut: ``(n, 3, H, W)`` -> ``(n, dims[-1])`` (pooled, then the final LayerNorm).
 
     Loads timm's key layout (``stem.*``, ``stages.i.blocks.j.*``, ``stages.i.downsample.*``, ``head.norm.*``).
@@ -100,14 +101,18 @@ class MambaOutFamily(ImageSliceFamily):
                 if key.endswith(".norm.weight"):
                     dims[stage] = int(value.shape[0])
         if not blocks or sorted(blocks) != list(range(len(blocks))) or set(dims) != set(blocks):
-            raise ClearbenchError("mambaout: cannot read depths and dims from the checkpoint "
-                                  "(no stages.<i>.blocks.<j>.norm.weight keys); is it a MambaOut checkpoint?")
+            raise ClearbenchError(
+                "mambaout: cannot read depths and dims from the checkpoint "
+                "(no stages.<i>.blocks.<j>.norm.weight keys); is it a MambaOut checkpoint?"
+            )
         depths = tuple(blocks[i] for i in range(len(blocks)))
         found = tuple(dims[i] for i in range(len(dims)))
         declared = resolve_arch(params)
         if declared is not None and declared != (depths, found):
-            raise ClearbenchError(f"mambaout: the card says depths {declared[0]} dims {declared[1]} but the "
-                                  f"checkpoint has depths {depths} dims {found}; remove them from the card")
+            raise ClearbenchError(
+                f"mambaout: the card says depths {declared[0]} dims {declared[1]} but the "
+                f"checkpoint has depths {depths} dims {found}; remove them from the card"
+            )
         return {**params, "variant": None, "depths": list(depths), "dims": list(found)}
 
     def build(self, params: Mapping[str, Any]) -> nn.Module:

@@ -74,7 +74,9 @@ def merlin_contrastive_embedding(net: nn.Module, volume: torch.Tensor) -> torch.
     return x.flatten(2).mean(dim=2)
 
 
-def merlin_preprocess(hu: np.ndarray, spacing: tuple[float, float, float], settings: Mapping[str, Any] = MERLIN_PREPROCESSING) -> torch.Tensor:
+def merlin_preprocess(
+    hu: np.ndarray, spacing: tuple[float, float, float], settings: Mapping[str, Any] = MERLIN_PREPROCESSING
+) -> torch.Tensor:
     """A display-oriented HU volume ``[Z, Y, X]`` (spacing ``(z, y, x)`` mm) -> Merlin's ``[H, W, D]`` in [0, 1]."""
     volume = torch.from_numpy(np.asarray(hu)).float().permute(2, 1, 0).flip(0, 1)  # (S, P, L) -> RAS
     volume = resample_spacing(volume, (spacing[2], spacing[1], spacing[0]), [float(s) for s in settings["spacing"]])
@@ -117,7 +119,7 @@ class MerlinFamily(Family):
         layers = []
         for stage in range(1, 5):
             prefix = f"layer{stage}."
-            blocks = {int(k[len(prefix):].split(".")[0]) for k in state_dict if k.startswith(prefix)}
+            blocks = {int(k[len(prefix) :].split(".")[0]) for k in state_dict if k.startswith(prefix)}
             if not blocks:
                 return out
             layers.append(max(blocks) + 1)

@@ -28,7 +28,11 @@ def hf_cache_dir() -> Path:
     if os.environ.get("HF_HUB_CACHE"):
         return Path(os.environ["HF_HUB_CACHE"]).expanduser()
     hf_home = os.environ.get("HF_HOME")
-    base = Path(hf_home).expanduser() if hf_home else Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "huggingface"
+    base = (
+        Path(hf_home).expanduser()
+        if hf_home
+        else Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "huggingface"
+    )
     return base / "hub"
 
 
@@ -68,7 +72,9 @@ def locate_model_folder(card: EncoderCard) -> WeightsLocation:
     if not repos and spec.path and looks_like_repo_id(spec.path):  # weights = "org/name": a repo id in the cache
         repos.append(spec.path)
     for repo in repos:
-        tried.append(f"Hugging Face cache {hf_cache_dir()}: {repo}" + (f"@{spec.hf_revision}" if spec.hf_revision else ""))
+        tried.append(
+            f"Hugging Face cache {hf_cache_dir()}: {repo}" + (f"@{spec.hf_revision}" if spec.hf_revision else "")
+        )
         folder = cached_snapshot(repo, spec.hf_revision)
         if folder is not None:
             return WeightsLocation(folder, tuple(tried))
@@ -84,13 +90,17 @@ def require_model_folder(card: EncoderCard) -> Path:
     repo = spec.hf_repo or (spec.path if spec.path and looks_like_repo_id(spec.path) else None)
     where = f" ({card.path})" if card.path else ""
     if repo:
-        how = (f"on a machine with internet run `hf download {repo}` (or `huggingface-cli download {repo}`) and "
-               f"copy the cache to {hf_cache_dir()} (or set HF_HUB_CACHE to the copy), or put the model folder "
-               "anywhere and point [weights] path or env at it")
+        how = (
+            f"on a machine with internet run `hf download {repo}` (or `huggingface-cli download {repo}`) and "
+            f"copy the cache to {hf_cache_dir()} (or set HF_HUB_CACHE to the copy), or put the model folder "
+            "anywhere and point [weights] path or env at it"
+        )
     else:
         how = "point [weights] path or env at a folder holding config.json and *.safetensors"
-    raise ClearbenchError(f"model folder for encoder '{card.name}'{where} not found; looked in: "
-                          f"{'; '.join(location.tried)}. To fix: {how}")
+    raise ClearbenchError(
+        f"model folder for encoder '{card.name}'{where} not found; looked in: "
+        f"{'; '.join(location.tried)}. To fix: {how}"
+    )
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -115,6 +125,9 @@ def verify_folder_sha256(folder: Path, files: list[Path], expected: str | None) 
     """The weights' digest (see :func:`files_sha256`); raises when the card declares a different one."""
     digest = files_sha256(files)
     if expected is not None and digest != expected.lower():
-        raise InputError(folder, f"weights sha256 {digest} does not match the card's {expected}; the folder does "
-                                 "not hold the weights the card describes (fetch them again, or fix [weights] sha256)")
+        raise InputError(
+            folder,
+            f"weights sha256 {digest} does not match the card's {expected}; the folder does "
+            "not hold the weights the card describes (fetch them again, or fix [weights] sha256)",
+        )
     return digest

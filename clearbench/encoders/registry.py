@@ -25,7 +25,7 @@ import json
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import import_module, resources
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -35,6 +35,7 @@ from clearbench.config import user_card_dir
 from clearbench.encoders.base import Encoder
 from clearbench.encoders.card import EncoderCard, parse_card, read_card
 from clearbench.encoders.family import BUILTIN_FAMILIES, ENTRY_POINT_GROUP, EncoderSpec, Family, seeded
+from clearbench.encoders.model_folder import files_sha256, require_model_folder, verify_folder_sha256, weight_files
 from clearbench.encoders.weights import (
     WeightsLocation,
     load_strict,
@@ -42,7 +43,6 @@ from clearbench.encoders.weights import (
     locate_weights,
     require_weights,
 )
-from clearbench.encoders.model_folder import files_sha256, require_model_folder, verify_folder_sha256, weight_files
 from clearbench.errors import ClearbenchError, InputError
 from clearbench.scans.problems import ProblemLog
 
@@ -102,7 +102,7 @@ def get_family(name: str) -> Family:
     return _family_instance(target)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _family_instance(target: Any) -> Family:
     if isinstance(target, str):
         module, _, attr = target.partition(":")
@@ -168,9 +168,11 @@ def _catalogue(problems: ProblemLog) -> _Catalogue:
                 found = []
         for card in found:
             if card.name in cat.cards:
-                problems.report(card.path or f"entry point {ep_name}",
-                                f"card '{card.name}' already exists ({cat.cards[card.name].source}); plugin card ignored",
-                                severity="warning")
+                problems.report(
+                    card.path or f"entry point {ep_name}",
+                    f"card '{card.name}' already exists ({cat.cards[card.name].source}); plugin card ignored",
+                    severity="warning",
+                )
             else:
                 cat.cards[card.name] = card
     for card in read_folder(user_card_dir("encoders"), "user"):
@@ -228,7 +230,8 @@ class EncoderStatus:
             "file": str(self.card.path) if self.card.path else None,
             "overrides": self.card.overrides,
             "weights_found": self.weights.found,
-            "weights_path": self.weights.tried[0] if (self.weights.random or self.weights.none)
+            "weights_path": self.weights.tried[0]
+            if (self.weights.random or self.weights.none)
             else (str(self.weights.path) if self.weights.path else None),
             "weights_looked_in": list(self.weights.tried),
             "missing_extra": self.missing_extra,
@@ -250,7 +253,7 @@ def encoder_status(card: EncoderCard, check_sha256: bool = False) -> EncoderStat
         _check_weights_kind(family, card)
         if card.weights.random and dim is None:
             raise ClearbenchError(
-                f"weights = \"random:{card.weights.seed}\" builds the model from the card alone, but family "
+                f'weights = "random:{card.weights.seed}" builds the model from the card alone, but family '
                 f"'{card.family}' takes its size from a checkpoint: name its variant (or its dims) in the card's [params]"
             )
     except ClearbenchError as exc:
@@ -347,8 +350,11 @@ def load_card(card: EncoderCard, device: str = "cpu", trust_checkpoint: bool = F
     if dim is None:
         raise ClearbenchError(f"family '{family.name}' could not tell the embedding dim of '{card.name}'")
     if card.dim is not None and card.dim != dim:
-        raise InputError(where, f"the card says dim = {card.dim} but the model gives {dim}-d embeddings; "
-                                "fix the card's dim or [params], or check the weights file")
+        raise InputError(
+            where,
+            f"the card says dim = {card.dim} but the model gives {dim}-d embeddings; "
+            "fix the card's dim or [params], or check the weights file",
+        )
     provenance = {
         "encoder": card.name,
         "family": family.name,
@@ -365,7 +371,9 @@ def load_card(card: EncoderCard, device: str = "cpu", trust_checkpoint: bool = F
     spec = EncoderSpec(card.name, dim, params, preprocessing, device, provenance)
     encoder = family.wrap(model, spec)
     if encoder.kind != family.kind:
-        raise ClearbenchError(f"family '{family.name}' declares kind {family.kind} but wrapped a {encoder.kind} encoder")
+        raise ClearbenchError(
+            f"family '{family.name}' declares kind {family.kind} but wrapped a {encoder.kind} encoder"
+        )
     return encoder
 
 
@@ -375,8 +383,9 @@ def _check_weights_kind(family: Family, card: EncoderCard) -> None:
         raise ClearbenchError(f"family '{family.name}' needs {wanted}")
     spec = card.weights
     if spec.hf_repo and not spec.hf_file and family.locate_model_folder(card) is None:
-        raise ClearbenchError(f"family '{family.name}' reads one weights file: [weights] hf_repo needs hf_file "
-                              "(the file inside the repo)")
+        raise ClearbenchError(
+            f"family '{family.name}' reads one weights file: [weights] hf_repo needs hf_file (the file inside the repo)"
+        )
 
 
 def preprocessing_hash(family: str, preprocessing: Mapping[str, Any]) -> str:

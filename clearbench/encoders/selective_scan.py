@@ -70,8 +70,11 @@ def _mamba_ssm_scan() -> Callable[..., torch.Tensor] | None:
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
     except ImportError as exc:  # a broken optional accelerator must not stop an embedding run
-        warnings.warn(f"mamba-ssm is installed but cannot be imported ({exc}); using the PyTorch scan. "
-                      "Reinstall it with pip install 'clearbench[cuda]'", stacklevel=3)
+        warnings.warn(
+            f"mamba-ssm is installed but cannot be imported ({exc}); using the PyTorch scan. "
+            "Reinstall it with pip install 'clearbench[cuda]'",
+            stacklevel=3,
+        )
         return None
     return selective_scan_fn
 
@@ -138,8 +141,9 @@ def selective_scan_chunked(
                 groups_out = []
                 per_group = zip(u_b.unbind(0), dt_b.unbind(0), A_.unbind(0), B_b.unbind(0), C_b.unbind(0))
                 for u_g, dt_g, A_g, B_g, C_g in per_group:
-                    one = _scan_sequence(u_g[None, None], dt_g[None, None], A_g[None], B_g[None, None],
-                                         C_g[None, None], spans, recompute)
+                    one = _scan_sequence(
+                        u_g[None, None], dt_g[None, None], A_g[None], B_g[None, None], C_g[None, None], spans, recompute
+                    )
                     groups_out.append(one[0, 0])
                 images.append(torch.stack(groups_out))
             y = torch.stack(images)

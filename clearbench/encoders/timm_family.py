@@ -46,7 +46,9 @@ def check_model_name(model_name: Any) -> str:
     import timm
 
     if not isinstance(model_name, str) or not model_name:
-        raise ClearbenchError("timm: the card needs [params] model_name (e.g. \"convnext_small\"; see timm.list_models())")
+        raise ClearbenchError(
+            'timm: the card needs [params] model_name (e.g. "convnext_small"; see timm.list_models())'
+        )
     if timm.is_model(model_name.split(".")[0]):
         return model_name
     close = difflib.get_close_matches(model_name, timm.list_models(), n=5, cutoff=0.6)
@@ -82,7 +84,9 @@ def eval_settings(pretrained_cfg: Mapping[str, Any], img_size: Any = None) -> di
     if img_size is not None:
         height, width = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
     if height != width:
-        raise ClearbenchError(f"timm: input size {height}x{width} is not square; set [preprocessing] size and crop in the card")
+        raise ClearbenchError(
+            f"timm: input size {height}x{width} is not square; set [preprocessing] size and crop in the card"
+        )
     crop_pct = float(pretrained_cfg.get("crop_pct") or 0.875)
     mode = pretrained_cfg.get("crop_mode") or "center"
     scale = math.floor(height / crop_pct)
@@ -91,11 +95,18 @@ def eval_settings(pretrained_cfg: Mapping[str, Any], img_size: Any = None) -> di
     elif mode == "squash":
         size = [scale, scale]
     else:
-        raise ClearbenchError(f"timm: crop mode {mode!r} is not supported; set [preprocessing] size and crop in the card")
+        raise ClearbenchError(
+            f"timm: crop mode {mode!r} is not supported; set [preprocessing] size and crop in the card"
+        )
     interpolation = _INTERPOLATIONS.get(str(pretrained_cfg.get("interpolation", "bicubic")), "bicubic")
-    return {"size": size, "crop": int(height), "interpolation": interpolation,
-            "mean": [float(m) for m in pretrained_cfg.get("mean", (0.485, 0.456, 0.406))],
-            "std": [float(s) for s in pretrained_cfg.get("std", (0.229, 0.224, 0.225))], "channels": int(channels)}
+    return {
+        "size": size,
+        "crop": int(height),
+        "interpolation": interpolation,
+        "mean": [float(m) for m in pretrained_cfg.get("mean", (0.485, 0.456, 0.406))],
+        "std": [float(s) for s in pretrained_cfg.get("std", (0.229, 0.224, 0.225))],
+        "channels": int(channels),
+    }
 
 
 class TimmFamily(ImageSliceFamily):
@@ -125,7 +136,8 @@ class TimmFamily(ImageSliceFamily):
     def output_dim(self, params: Mapping[str, Any]) -> int:
         return _meta_dim(str(params["model_name"]), json.dumps(dict(params["kwargs"]), sort_keys=True))
 
-    def complete_preprocessing(self, model: nn.Module, params: Mapping[str, Any],
-                               preprocessing: Mapping[str, Any]) -> dict[str, Any]:
+    def complete_preprocessing(
+        self, model: nn.Module, params: Mapping[str, Any], preprocessing: Mapping[str, Any]
+    ) -> dict[str, Any]:
         base = eval_settings(getattr(model, "pretrained_cfg", {}) or {}, dict(params["kwargs"]).get("img_size"))
         return overlay_settings(base, preprocessing)

@@ -33,9 +33,18 @@ class ConvStem(nn.Module):
     ``device``, ``dtype`` ...); those that do not apply to a conv stem are ignored.
     """
 
-    def __init__(self, img_size: int | tuple[int, int] = 224, patch_size: int | tuple[int, int] = 16,
-                 in_chans: int = 3, embed_dim: int = 768, norm_layer: type[nn.Module] | None = None,
-                 flatten: bool = True, device: Any = None, dtype: Any = None, **_: Any) -> None:
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 224,
+        patch_size: int | tuple[int, int] = 16,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        norm_layer: type[nn.Module] | None = None,
+        flatten: bool = True,
+        device: Any = None,
+        dtype: Any = None,
+        **_: Any,
+    ) -> None:
         super().__init__()
         size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         patch = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
@@ -51,8 +60,11 @@ class ConvStem(nn.Module):
         layers: list[nn.Module] = []
         channels_in, channels_out = in_chans, embed_dim // 8
         for _ in range(4):
-            layers += [nn.Conv2d(channels_in, channels_out, 3, stride=2, padding=1, bias=False, **dd),
-                       nn.BatchNorm2d(channels_out, **dd), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(channels_in, channels_out, 3, stride=2, padding=1, bias=False, **dd),
+                nn.BatchNorm2d(channels_out, **dd),
+                nn.ReLU(inplace=True),
+            ]
             channels_in, channels_out = channels_out, channels_out * 2
         layers.append(nn.Conv2d(channels_in, embed_dim, 1, **dd))
         self.proj = nn.Sequential(*layers)
@@ -83,15 +95,23 @@ def sincos_pos_embed_2d(grid: tuple[int, int], dim: int, temperature: float = 10
         raise ValueError(f"a 2-D sin-cos position embedding needs dim divisible by 4, got {dim}")
     quarter = dim // 4
     omega = 1.0 / temperature ** (torch.arange(quarter, dtype=torch.float32) / quarter)
-    rows, cols = torch.meshgrid(torch.arange(w, dtype=torch.float32), torch.arange(h, dtype=torch.float32), indexing="ij")
+    rows, cols = torch.meshgrid(
+        torch.arange(w, dtype=torch.float32), torch.arange(h, dtype=torch.float32), indexing="ij"
+    )
     r = rows.flatten()[:, None] * omega[None]
     c = cols.flatten()[:, None] * omega[None]
     patches = torch.cat([r.sin(), r.cos(), c.sin(), c.cos()], dim=1)
     return torch.cat([torch.zeros(1, dim), patches], dim=0)[None]
 
 
-def build_vit_convb(img_size: int = 224, embed_dim: int = 768, depth: int = 11, num_heads: int = 12,
-                    mlp_ratio: float = 4.0, drop_path_rate: float = 0.0) -> nn.Module:
+def build_vit_convb(
+    img_size: int = 224,
+    embed_dim: int = 768,
+    depth: int = 11,
+    num_heads: int = 12,
+    mlp_ratio: float = 4.0,
+    drop_path_rate: float = 0.0,
+) -> nn.Module:
     """A headless conv-stem ViT: ``(n, 3, img, img)`` -> ``(n, embed_dim)``, the CLS token after the final LN.
 
     Loads the flat MoCo v3 / CLEAR layout described in the module docstring. The position embedding is a
@@ -100,9 +120,19 @@ def build_vit_convb(img_size: int = 224, embed_dim: int = 768, depth: int = 11, 
     from timm.models.vision_transformer import VisionTransformer
 
     model = VisionTransformer(
-        img_size=img_size, patch_size=16, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
-        mlp_ratio=mlp_ratio, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6), embed_layer=ConvStem,
-        num_classes=0, global_pool="token", drop_path_rate=drop_path_rate, weight_init="moco",
+        img_size=img_size,
+        patch_size=16,
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=num_heads,
+        mlp_ratio=mlp_ratio,
+        qkv_bias=True,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        embed_layer=ConvStem,
+        num_classes=0,
+        global_pool="token",
+        drop_path_rate=drop_path_rate,
+        weight_init="moco",
     )
     pos = sincos_pos_embed_2d(model.patch_embed.grid_size, embed_dim)
     model.pos_embed = nn.Parameter(pos, requires_grad=False)
@@ -113,7 +143,11 @@ class ViTConvBFamily(ImageSliceFamily):
     name: ClassVar[str] = "vit-convb"
     heads: ClassVar[tuple[str, ...]] = ("head.",)
     default_params: ClassVar[Mapping[str, Any]] = {
-        "img_size": 224, "embed_dim": 768, "depth": 11, "num_heads": 12, "mlp_ratio": 4.0,
+        "img_size": 224,
+        "embed_dim": 768,
+        "depth": 11,
+        "num_heads": 12,
+        "mlp_ratio": 4.0,
     }
 
     def infer_params(self, state_dict: Mapping[str, torch.Tensor], params: Mapping[str, Any]) -> dict[str, Any]:
@@ -129,8 +163,13 @@ class ViTConvBFamily(ImageSliceFamily):
         return out
 
     def build(self, params: Mapping[str, Any]) -> nn.Module:
-        return build_vit_convb(int(params["img_size"]), int(params["embed_dim"]), int(params["depth"]),
-                               int(params["num_heads"]), float(params["mlp_ratio"]))
+        return build_vit_convb(
+            int(params["img_size"]),
+            int(params["embed_dim"]),
+            int(params["depth"]),
+            int(params["num_heads"]),
+            float(params["mlp_ratio"]),
+        )
 
     def output_dim(self, params: Mapping[str, Any]) -> int:
         return int(params["embed_dim"])

@@ -115,9 +115,9 @@ class SS2D(nn.Module):
         self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False)
         self.conv2d = nn.Conv2d(d_inner, d_inner, d_conv, padding=(d_conv - 1) // 2, groups=d_inner, bias=conv_bias)
         # Per direction: x -> (dt at low rank, B, C), and dt back to full width; stacked over directions.
-        bound = d_inner ** -0.5  # nn.Linear's default init, which upstream's stacked linears keep
+        bound = d_inner**-0.5  # nn.Linear's default init, which upstream's stacked linears keep
         self.x_proj_weight = nn.Parameter(torch.empty(k, rank + 2 * d_state, d_inner).uniform_(-bound, bound))
-        self.dt_projs_weight = nn.Parameter(torch.empty(k, d_inner, rank).uniform_(-rank ** -0.5, rank ** -0.5))
+        self.dt_projs_weight = nn.Parameter(torch.empty(k, d_inner, rank).uniform_(-(rank**-0.5), rank**-0.5))
         # dt = softplus(bias) starts log-uniform in [dt_min, dt_max]; the bias is its inverse softplus.
         dt = torch.exp(torch.rand(k, d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
         dt = dt.clamp(min=dt_init_floor)
@@ -212,28 +212,39 @@ class VSSM(nn.Module):
             nn.LayerNorm(self.dims[0]),
         )
         rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
-        ssm = {"d_state": ssm_d_state, "ssm_ratio": ssm_ratio, "dt_rank": ssm_dt_rank, "d_conv": ssm_conv,
-               "conv_bias": ssm_conv_bias}
+        ssm = {
+            "d_state": ssm_d_state,
+            "ssm_ratio": ssm_ratio,
+            "dt_rank": ssm_dt_rank,
+            "d_conv": ssm_conv,
+            "conv_bias": ssm_conv_bias,
+        }
         self.layers = nn.ModuleList()
         start = 0
         for i, (depth, dim) in enumerate(zip(depths, self.dims)):
             blocks = [VSSBlock(dim, rates[start + j], mlp_ratio, **ssm) for j in range(depth)]
             start += depth
             last = i == len(self.dims) - 1
-            downsample = nn.Identity() if last else nn.Sequential(
-                Permute(0, 3, 1, 2),
-                nn.Conv2d(dim, self.dims[i + 1], kernel_size=2, stride=2),
-                Permute(0, 2, 3, 1),
-                nn.LayerNorm(self.dims[i + 1]),
+            downsample = (
+                nn.Identity()
+                if last
+                else nn.Sequential(
+                    Permute(0, 3, 1, 2),
+                    nn.Conv2d(dim, self.dims[i + 1], kernel_size=2, stride=2),
+                    Permute(0, 2, 3, 1),
+                    nn.LayerNorm(self.dims[i + 1]),
+                )
             )
             self.layers.append(nn.Sequential(OrderedDict(blocks=nn.Sequential(*blocks), downsample=downsample)))
-        self.classifier = nn.Sequential(OrderedDict(
-            norm=nn.LayerNorm(self.num_features),
-            permute=Permute(0, 3, 1, 2),
-            avgpool=nn.AdaptiveAvgPool2d(1),
-            flatten=nn.Flatten(1),
-            head=nn.Identity(),
-        ))
+        self.classifier = nn.Sequential(
+            OrderedDict(
+                norm=nn.LayerNorm(self.num_features),
+                permute=Permute(0, 3, 1, 2),
+                avgpool=nn.AdaptiveAvgPool2d(1),
+                flatten=nn.Flatten(1),
+                head=nn.Identity(),
+            )
+        )
         self.apply(_init_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -316,8 +327,10 @@ def infer_vmamba_params(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any
             depths[stage] = max(depths.get(stage, 0), block + 1)
             dims[stage] = int(value.shape[0])
     if not depths or sorted(depths) != list(range(len(depths))):
-        raise ClearbenchError("vmamba: cannot read the stages from the checkpoint (no "
-                              "layers.<i>.blocks.<j>.norm.weight keys); is it a VMamba checkpoint?")
+        raise ClearbenchError(
+            "vmamba: cannot read the stages from the checkpoint (no "
+            "layers.<i>.blocks.<j>.norm.weight keys); is it a VMamba checkpoint?"
+        )
     op = "layers.0.blocks.0.op."
     try:
         d_inner, d_state = state_dict[op + "A_logs"].shape[0] // N_DIRECTIONS, state_dict[op + "A_logs"].shape[1]
@@ -325,11 +338,15 @@ def infer_vmamba_params(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any
         hidden = state_dict["layers.0.blocks.0.mlp.fc1.weight"].shape[0]
         patch = state_dict["patch_embed.0.weight"].shape[-1]
     except KeyError as exc:
-        raise ClearbenchError(f"vmamba: the checkpoint has no {exc.args[0]}; it is not a VMamba (forward type v2) "
-                              "checkpoint") from exc
+        raise ClearbenchError(
+            f"vmamba: the checkpoint has no {exc.args[0]}; it is not a VMamba (forward type v2) checkpoint"
+        ) from exc
     stage_dims = [dims[i] for i in range(len(dims))]
-    ranks = [int(state_dict[f"layers.{i}.blocks.0.op.dt_projs_weight"].shape[-1]) for i in range(len(dims))
-             if f"layers.{i}.blocks.0.op.dt_projs_weight" in state_dict]
+    ranks = [
+        int(state_dict[f"layers.{i}.blocks.0.op.dt_projs_weight"].shape[-1])
+        for i in range(len(dims))
+        if f"layers.{i}.blocks.0.op.dt_projs_weight" in state_dict
+    ]
     auto = [math.ceil(d / 16) for d in stage_dims]
     rank: int | str = "auto" if ranks == auto else ranks[0]
     if rank != "auto" and len(set(ranks)) != 1:

@@ -61,7 +61,9 @@ def _linear_along(volume: torch.Tensor, axis: int, positions: torch.Tensor) -> t
     return below + (above - below) * weight
 
 
-def centre_crop_or_pad(volume: torch.Tensor, shape: Sequence[int], pad_value: float, *, monai: bool = False) -> torch.Tensor:
+def centre_crop_or_pad(
+    volume: torch.Tensor, shape: Sequence[int], pad_value: float, *, monai: bool = False
+) -> torch.Tensor:
     """Centre-crop each axis that is too long and centre-pad (with ``pad_value``) each that is too short.
 
     Padding puts ``(target - n) // 2`` before and the rest after. A crop starts at ``(n - target) // 2``

@@ -190,12 +190,17 @@ def _write_disk_cache(data: dict[str, str]) -> None:
 
 def _check_sha256(path: Path, digest: str, expected: str | None) -> None:
     if expected is not None and digest != expected.lower():
-        raise InputError(path, f"sha256 {digest} does not match the card's {expected}; "
-                               "the file is not the one the card describes (re-download it, or fix [weights] sha256)")
+        raise InputError(
+            path,
+            f"sha256 {digest} does not match the card's {expected}; "
+            "the file is not the one the card describes (re-download it, or fix [weights] sha256)",
+        )
 
 
 # -- reading -----------------------------------------------------------------------------------------
-def load_verified(path: Path, expected_sha256: str | None = None, trust_checkpoint: bool = False) -> tuple[StateDict, str]:
+def load_verified(
+    path: Path, expected_sha256: str | None = None, trust_checkpoint: bool = False
+) -> tuple[StateDict, str]:
     """The state dict and the sha256 of the very bytes it was read from, checked against ``expected_sha256``.
 
     The file is opened once: hashed (or its digest taken from the cache) through that handle, then loaded
@@ -239,7 +244,7 @@ def _read_open(path: Path, fh: BinaryIO, trust_checkpoint: bool) -> StateDict:
 
         try:
             return unwrap_checkpoint(load(fh.read()), path)
-        except Exception as exc:  # noqa: BLE001 - any parse failure is a bad file
+        except Exception as exc:
             raise InputError(path, f"not a readable safetensors file ({_first_line(exc)})") from exc
     try:
         if trust_checkpoint:
@@ -248,8 +253,9 @@ def _read_open(path: Path, fh: BinaryIO, trust_checkpoint: bool) -> StateDict:
             obj = torch.load(fh, map_location="cpu", weights_only=True)
     except _MissingClass as exc:
         raise InputError(
-            path, f"pickled class {exc.name} from module {exc.module} cannot be imported ({exc.reason}): "
-                  f"install {exc.module.split('.')[0]} or re-save the state_dict"
+            path,
+            f"pickled class {exc.name} from module {exc.module} cannot be imported ({exc.reason}): "
+            f"install {exc.module.split('.')[0]} or re-save the state_dict",
         ) from None
     except pickle.UnpicklingError as exc:
         needs = _PICKLED_GLOBAL.search(str(exc))
@@ -259,7 +265,9 @@ def _read_open(path: Path, fh: BinaryIO, trust_checkpoint: bool) -> StateDict:
             name = _first_pickled_global(fh)
         if trust_checkpoint or name is None:
             detail = _UNPICKLER_DETAIL.search(str(exc))
-            raise InputError(path, f"not a readable torch checkpoint ({detail[1] if detail else _first_line(exc)})") from None
+            raise InputError(
+                path, f"not a readable torch checkpoint ({detail[1] if detail else _first_line(exc)})"
+            ) from None
         raise InputError(
             path,
             f"needs pickle (pass --trust-checkpoint only for files you trust): it holds the pickled global {name}, "
@@ -327,17 +335,20 @@ def unwrap_checkpoint(obj: Any, path: Path | str = "<checkpoint>") -> StateDict:
         inner = next((obj[k] for k in CONTAINER_KEYS if isinstance(obj.get(k), (Mapping, nn.Module))), None)
         if inner is None:
             keys = ", ".join(map(str, list(obj)[:8]))
-            raise InputError(path, f"no state dict found: top-level keys are {keys} "
-                                   f"(expected tensors, or one of {', '.join(CONTAINER_KEYS)})")
+            raise InputError(
+                path,
+                f"no state dict found: top-level keys are {keys} "
+                f"(expected tensors, or one of {', '.join(CONTAINER_KEYS)})",
+            )
         obj = inner.state_dict() if isinstance(inner, nn.Module) else inner
     if not isinstance(obj, Mapping):
         raise InputError(path, f"not a state dict but a {type(obj).__name__}; save model.state_dict() instead")
     state: StateDict = FileStateDict(obj)
     for prefix in WRAPPER_PREFIXES:
         if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+            state = {k[len(prefix) :]: v for k, v in state.items()}
     if any(k.startswith(MOCO_PREFIX) for k in state):
-        state = {k[len(MOCO_PREFIX):]: v for k, v in state.items() if k.startswith(MOCO_PREFIX)}
+        state = {k[len(MOCO_PREFIX) :]: v for k, v in state.items() if k.startswith(MOCO_PREFIX)}
     return FileStateDict(state, file_names={id(v): k for k, v in obj.items()})
 
 
@@ -359,7 +370,10 @@ def _is_state_dict(obj: Mapping[Any, Any]) -> bool:
 
 # -- loading -----------------------------------------------------------------------------------------
 def load_strict(
-    model: nn.Module, state_dict: StateDict, path: Path | str = "<checkpoint>", file_names: Mapping[int, str] | None = None
+    model: nn.Module,
+    state_dict: StateDict,
+    path: Path | str = "<checkpoint>",
+    file_names: Mapping[int, str] | None = None,
 ) -> None:
     """Load every key or fail: missing, unexpected and wrongly shaped keys are listed (the first few of each).
 
@@ -372,13 +386,21 @@ def load_strict(
     unexpected = [names.in_file(k) for k in state_dict if k not in own]
     wrong_shape = [
         f"{names.in_file(k)} {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own if k in state_dict and state_dict[k].shape != own[k].shape
+        for k in own
+        if k in state_dict and state_dict[k].shape != own[k].shape
     ]
-    parts = [_listing(what, keys) for what, keys in
-             (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)) if keys]
+    parts = [
+        _listing(what, keys)
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape))
+        if keys
+    ]
     if parts:
-        raise InputError(path, "weights do not fit the model: " + "; ".join(parts)
-                         + " (is this a checkpoint of this family, and do the card's [params] match it?)")
+        raise InputError(
+            path,
+            "weights do not fit the model: "
+            + "; ".join(parts)
+            + " (is this a checkpoint of this family, and do the card's [params] match it?)",
+        )
     model.load_state_dict(state_dict, strict=True)
 
 

@@ -127,9 +127,13 @@ def explain(
     if not scans:
         if scan is not None:
             folds = f" in fold {fold}" if fold is not None else ""
-            raise ClearbenchError(f"scan {scan} has no test prediction with attention{folds} in {where}; "
-                                  f"pick a test scan (clearbench explain {card.name} --encoder {encoder} without --scan lists them)")
-        raise ClearbenchError(f"{where} stored no attention (a volume encoder's MLP head has none); explain needs a slice encoder")
+            raise ClearbenchError(
+                f"scan {scan} has no test prediction with attention{folds} in {where}; "
+                f"pick a test scan (clearbench explain {card.name} --encoder {encoder} without --scan lists them)"
+            )
+        raise ClearbenchError(
+            f"{where} stored no attention (a volume encoder's MLP head has none); explain needs a slice encoder"
+        )
     chosen_scans = _first_fold_per_scan(scans)
     if scan is None:
         chosen_scans = [s for s in chosen_scans if s.key_slices][: max(0, max_scans)]

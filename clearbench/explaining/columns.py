@@ -35,7 +35,9 @@ def hit_rates(df: pl.DataFrame, card: TaskCard, store: str | Path | None = None)
         if keys is None:
             keys = dataset_key_slices(card.dataset, None, store)
         rates[row["config_hash"]] = (
-            run_hit_rate(stored_attention(results, {"config_hash": row["config_hash"]}, key_slices=keys), card.hit_rate_k)
+            run_hit_rate(
+                stored_attention(results, {"config_hash": row["config_hash"]}, key_slices=keys), card.hit_rate_k
+            )
             if keys
             else None
         )

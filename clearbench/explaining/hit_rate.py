@@ -90,7 +90,9 @@ def hit_rate(attention: np.ndarray, near: np.ndarray) -> HitRate | None:
     if att.size == 0 or not total > 0:
         return None
     n_near = int(near.sum())
-    return HitRate(hit=float(att[near].sum()) / total, chance=n_near / att.size, n_instances=int(att.size), n_near=n_near)
+    return HitRate(
+        hit=float(att[near].sum()) / total, chance=n_near / att.size, n_instances=int(att.size), n_near=n_near
+    )
 
 
 def scan_hit_rate(

@@ -28,7 +28,9 @@ def _label_line(scan: ScanAttention, shown: int = 6) -> str:
     return "p (* true): " + "  ".join(parts) + more
 
 
-def attention_figure(scan: ScanAttention, *, encoder: str, task: str, k: int, rate: ScanHitRate | None = None) -> Figure:
+def attention_figure(
+    scan: ScanAttention, *, encoder: str, task: str, k: int, rate: ScanHitRate | None = None
+) -> Figure:
     """Attention weight against slice index for each window, dotted lines at the key slices and a shaded
     band where attention counts as a hit (±k slices)."""
     fig = Figure(figsize=(8.0, 3.4), dpi=100, layout="constrained")
@@ -40,16 +42,35 @@ def attention_figure(scan: ScanAttention, *, encoder: str, task: str, k: int, ra
         order = np.argsort(scan.slice_idx[rows], kind="stable")
         colour = _COLOURS.get(name) or next(extra)
         ax.plot(
-            scan.slice_idx[rows][order], scan.attention[rows][order], color=colour, linewidth=1.4,
-            marker=".", markersize=3, label=f"{name} window", gid=f"window:{name}",
+            scan.slice_idx[rows][order],
+            scan.attention[rows][order],
+            color=colour,
+            linewidth=1.4,
+            marker=".",
+            markersize=3,
+            label=f"{name} window",
+            gid=f"window:{name}",
         )
     if scan.key_slices:
         lo, hi = int(scan.slice_idx.min()), int(scan.slice_idx.max())
         band = near_key_slices(np.arange(lo, hi + 1), scan.key_slices, k)
-        ax.fill_between(np.arange(lo, hi + 1), 0, 1, where=band, step="mid", transform=ax.get_xaxis_transform(),
-                        color="#f1c40f", alpha=0.18, linewidth=0, label=f"±{k} slices of a key slice", gid="hit-band")
+        ax.fill_between(
+            np.arange(lo, hi + 1),
+            0,
+            1,
+            where=band,
+            step="mid",
+            transform=ax.get_xaxis_transform(),
+            color="#f1c40f",
+            alpha=0.18,
+            linewidth=0,
+            label=f"±{k} slices of a key slice",
+            gid="hit-band",
+        )
         for i, key in enumerate(scan.key_slices):
-            ax.axvline(key, color="black", linestyle=":", linewidth=1.2, gid="key-slice", label="key slice" if i == 0 else None)
+            ax.axvline(
+                key, color="black", linestyle=":", linewidth=1.2, gid="key-slice", label="key slice" if i == 0 else None
+            )
     ax.set_xlabel("slice index")
     ax.set_ylabel("attention (softmax over the bag)")
     ax.set_ylim(bottom=0)
@@ -58,7 +79,9 @@ def attention_figure(scan: ScanAttention, *, encoder: str, task: str, k: int, ra
     hit = ""
     if rate is not None:
         hit = f"   hit rate {100 * rate.overall.hit:.1f}% (chance {100 * rate.overall.chance:.1f}%)"
-    ax.set_title(f"{task} · {encoder} · scan {scan.scan_id} · fold {scan.fold}{hit}\n{_label_line(scan)}", fontsize=8, loc="left")
+    ax.set_title(
+        f"{task} · {encoder} · scan {scan.scan_id} · fold {scan.fold}{hit}\n{_label_line(scan)}", fontsize=8, loc="left"
+    )
     return fig
 
 

@@ -42,7 +42,9 @@ def chosen_run(results: ResultsStore, task: str, encoder: str, run_id: str | Non
         for r in runs:
             if r["run_id"] == run_id:
                 return r
-        raise ClearbenchError(f"no run {run_id} of encoder {encoder} on task {task}; list runs with: clearbench leaderboard {task}")
+        raise ClearbenchError(
+            f"no run {run_id} of encoder {encoder} on task {task}; list runs with: clearbench leaderboard {task}"
+        )
     complete = [r for r in runs if r["status"] == "complete"]
     if not complete:
         raise ClearbenchError(

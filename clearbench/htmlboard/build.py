@@ -26,8 +26,9 @@ class BoardResult:
     plots: list[Path] = field(default_factory=list)
 
 
-def _run_plots(task: str, rows: Sequence[dict], out: Path, max_plots: int, store: str | Path | None,
-               root: str | Path | None) -> dict[str, list[PlotLink]]:
+def _run_plots(
+    task: str, rows: Sequence[dict], out: Path, max_plots: int, store: str | Path | None, root: str | Path | None
+) -> dict[str, list[PlotLink]]:
     """The attention plots of each reproduced run, written under ``out/plots``; runs whose head has no
     attention, or whose scans have no key slices, get none."""
     from clearbench.explaining.api import explain
@@ -38,12 +39,19 @@ def _run_plots(task: str, rows: Sequence[dict], out: Path, max_plots: int, store
             continue
         folder = out / "plots" / task / r["encoder"]
         try:
-            written = explain(task, r["encoder"], run=r["run_id"], out=folder, max_scans=max_plots, store=store, root=root)
+            written = explain(
+                task, r["encoder"], run=r["run_id"], out=folder, max_scans=max_plots, store=store, root=root
+            )
         except ClearbenchError:
             continue
         links[r["run_id"]] = [
-            PlotLink(w.scan_id, w.fold, w.path.relative_to(out).as_posix(),
-                     w.rate.overall.hit if w.rate else None, w.rate.overall.chance if w.rate else None)
+            PlotLink(
+                w.scan_id,
+                w.fold,
+                w.path.relative_to(out).as_posix(),
+                w.rate.overall.hit if w.rate else None,
+                w.rate.overall.chance if w.rate else None,
+            )
             for w in written
         ]
     return links
@@ -73,8 +81,12 @@ def board(
     entries, counts, written = [], {}, []
     for card in list_tasks():
         try:
-            frames = {m: leaderboard(card, metric=m, published=published, store=store, n_boot=n_boot, seed=seed, hit_rate=False)
-                      for m in METRICS}
+            frames = {
+                m: leaderboard(
+                    card, metric=m, published=published, store=store, n_boot=n_boot, seed=seed, hit_rate=False
+                )
+                for m in METRICS
+            }
         except NoRuns:
             continue
         rates = hit_rates(frames[METRICS[0]], card, store)  # the same for every metric: read once
@@ -87,12 +99,18 @@ def board(
         entries.append(task_entry(card.name, card.title, card.labels, frames, marks, links))
         counts[card.name] = len(rows)
     if not entries:
-        raise ClearbenchError(f"no finished runs in {store_path(store)}; make one with: clearbench run TASK (see: clearbench tasks)")
+        raise ClearbenchError(
+            f"no finished runs in {store_path(store)}; make one with: clearbench run TASK (see: clearbench tasks)"
+        )
     from clearbench import __version__
 
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    data = board_data(entries, METRICS, title="clearbench leaderboards",
-                      subtitle=f"{len(entries)} task(s) · clearbench {__version__} · generated {stamp}")
+    data = board_data(
+        entries,
+        METRICS,
+        title="clearbench leaderboards",
+        subtitle=f"{len(entries)} task(s) · clearbench {__version__} · generated {stamp}",
+    )
     page = out / PAGE
     page.write_text(render_page(data), encoding="utf-8")
     return BoardResult(page, page.stat().st_size, counts, written)

@@ -27,7 +27,9 @@ class NoRuns(ClearbenchError):
     """The store holds no finished run of the task."""
 
     def __init__(self, task: str, store: str | Path | None) -> None:
-        super().__init__(f"no finished runs of task {task} in {store_path(store)}; make one with: clearbench run {task}")
+        super().__init__(
+            f"no finished runs of task {task} in {store_path(store)}; make one with: clearbench run {task}"
+        )
 
 
 def leaderboard(
@@ -86,16 +88,22 @@ def leaderboard_overview(
     boards: dict[str, pl.DataFrame] = {}
     for card in list_tasks():
         try:
-            boards[card.name] = leaderboard(card, metric=metric, published=published, store=store, n_boot=0, hit_rate=False)
+            boards[card.name] = leaderboard(
+                card, metric=metric, published=published, store=store, n_boot=0, hit_rate=False
+            )
         except NoRuns:
             continue
     if not boards:
-        raise ClearbenchError(f"no finished runs in {store_path(store)}; make one with: clearbench run TASK (see: clearbench tasks)")
+        raise ClearbenchError(
+            f"no finished runs in {store_path(store)}; make one with: clearbench run TASK (see: clearbench tasks)"
+        )
     rows: dict[tuple[str, str], dict] = {}
     for task, board in boards.items():
         for r in board.iter_rows(named=True):
             source = "published" if r["group"] == PUBLISHED else "reproduced"
-            row = rows.setdefault((source, r["encoder"]), {"metric": metric, "encoder": r["encoder"], "source": source, "card": r["card"]})
+            row = rows.setdefault(
+                (source, r["encoder"]), {"metric": metric, "encoder": r["encoder"], "source": source, "card": r["card"]}
+            )
             row[task], row[f"{task} std"] = r[AVERAGE], r[f"{AVERAGE} std"]
             row[f"{task} rank"] = r["rank"] if r["group"] == RANKED else None
 

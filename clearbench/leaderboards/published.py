@@ -57,9 +57,13 @@ def load_published(folder: Path | None = None) -> list[PublishedRow]:
             try:
                 mean, std = float(r["mean"]), float(r["std"])
             except ValueError:
-                raise InputError(path, f"line {line_no}: mean '{r['mean']}' or std '{r['std']}' is not a number") from None
+                raise InputError(
+                    path, f"line {line_no}: mean '{r['mean']}' or std '{r['std']}' is not a number"
+                ) from None
             key = (r["source"], r["task"], r["metric"], r["encoder"])
-            row = rows.setdefault(key, PublishedRow(r["source"], r["task"], r["metric"], r["encoder"], r["card"] or None))
+            row = rows.setdefault(
+                key, PublishedRow(r["source"], r["task"], r["metric"], r["encoder"], r["card"] or None)
+            )
             row.values[r["label"]] = (mean, std)
     return list(rows.values())
 

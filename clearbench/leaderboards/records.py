@@ -63,7 +63,9 @@ def current_split_id(results: ResultsStore, task: str) -> str | None:
     return None if choice is None else choice["split_id"]
 
 
-def chosen_runs(results: ResultsStore, task: str, run_ids: Sequence[str] = (), encoders: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def chosen_runs(
+    results: ResultsStore, task: str, run_ids: Sequence[str] = (), encoders: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
     """The runs row of each encoder: its newest complete run of ``task``, or the one ``run_ids`` names."""
     rows = results.runs(task)
     complete = sorted(
@@ -79,9 +81,13 @@ def chosen_runs(results: ResultsStore, task: str, run_ids: Sequence[str] = (), e
         r = by_id.get(run_id)
         if r is None:
             recent = ", ".join(x["run_id"] for x in complete[:5]) or "none"
-            raise ClearbenchError(f"--run {run_id}: no run of task {task} has that id in this store (newest finished: {recent})")
+            raise ClearbenchError(
+                f"--run {run_id}: no run of task {task} has that id in this store (newest finished: {recent})"
+            )
         if r["status"] != COMPLETE:
-            raise ClearbenchError(f"--run {run_id}: that run of task {task} has status '{r['status']}', not complete; pick a finished one")
+            raise ClearbenchError(
+                f"--run {run_id}: that run of task {task} has status '{r['status']}', not complete; pick a finished one"
+            )
         chosen[r["encoder"]] = r
     picked = [chosen[e] for e in sorted(chosen)]
     return [r for r in picked if encoders is None or r["encoder"] in encoders]
@@ -93,7 +99,9 @@ def _matrix(column: pa.ChunkedArray, n_labels: int) -> np.ndarray:
     return flat.reshape(-1, n_labels)
 
 
-def _fold_metrics(results: ResultsStore, config_hash: str, folds: list[int], labels: list[str]) -> dict[str, np.ndarray]:
+def _fold_metrics(
+    results: ResultsStore, config_hash: str, folds: list[int], labels: list[str]
+) -> dict[str, np.ndarray]:
     table = results.metrics(config_hash, split="test").select(["fold", "label", "metric", "value"]).to_pylist()
     fold_row = {k: i for i, k in enumerate(folds)}
     col = {name: j for j, name in enumerate([*labels, "macro"])}

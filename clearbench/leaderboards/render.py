@@ -80,8 +80,19 @@ def _leaderboard_grid(df: pl.DataFrame) -> Grid:
     hits = HIT_RATE in df.columns and df[HIT_RATE].is_not_null().any()
     grid = Grid(
         title=f"{task} · {metric.upper()} (%), test set{on_split}, mean ± std over folds",
-        headers=["#", "encoder", *labels, AVERAGE, "95% CI", "p", *([HIT_HEADER] if hits else []), "patients/scans",
-                 "folds", "run / source", "note"],
+        headers=[
+            "#",
+            "encoder",
+            *labels,
+            AVERAGE,
+            "95% CI",
+            "p",
+            *([HIT_HEADER] if hits else []),
+            "patients/scans",
+            "folds",
+            "run / source",
+            "note",
+        ],
         right={0, *range(2, len(values) + 6 + hits)},
     )
     marked = marks(df, values)
@@ -116,9 +127,13 @@ def _leaderboard_grid(df: pl.DataFrame) -> Grid:
         "p: paired bootstrap test of the average against the best ranked row, on the same test patients.",
     ]
     if PUBLISHED in df["group"].to_list():
-        grid.notes.append("Published rows are the CLEAR paper's numbers; they are never ranked against reproduced rows.")
+        grid.notes.append(
+            "Published rows are the CLEAR paper's numbers; they are never ranked against reproduced rows."
+        )
     if hits:
-        grid.notes.append("hit %: attention within ±k slices of a key slice, mean ± std over folds (chance: uniform attention).")
+        grid.notes.append(
+            "hit %: attention within ±k slices of a key slice, mean ± std over folds (chance: uniform attention)."
+        )
     return grid
 
 
@@ -182,14 +197,21 @@ def to_rich(df: pl.DataFrame, compact: bool = False, drop: Collection[str] = ())
         g = _only(g, COMPACT)
     if drop:
         g = _only(g, [h for h in g.headers if h not in drop])
-    table = Table(title=escape(g.title), title_justify="left", caption="\n".join(escape(n) for n in g.notes), caption_justify="left")
+    table = Table(
+        title=escape(g.title),
+        title_justify="left",
+        caption="\n".join(escape(n) for n in g.notes),
+        caption_justify="left",
+    )
     for j, h in enumerate(g.headers):
         table.add_column(escape(h), justify="right" if j in g.right else "left", overflow="fold")
     for i, row in enumerate(g.rows):
         texts = []
         for c in row:
             t = escape(c.text)
-            texts.append(f"[bold]{t}[/bold]" if c.mark == "best" else f"[underline]{t}[/underline]" if c.mark == "second" else t)
+            texts.append(
+                f"[bold]{t}[/bold]" if c.mark == "best" else f"[underline]{t}[/underline]" if c.mark == "second" else t
+            )
         table.add_row(*texts, end_section=(i + 1) in g.group_starts)
     return table
 
@@ -263,7 +285,12 @@ def to_latex(df: pl.DataFrame) -> str:
         if i in g.group_starts and i > 0:
             lines.append(r"\midrule")
         lines.append(" & ".join(_latex_cell(c) for c in row) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", *(rf"\par\footnotesize {latex_escape(n)}" for n in g.notes), r"\end{table}"]
+    lines += [
+        r"\bottomrule",
+        r"\end{tabular}",
+        *(rf"\par\footnotesize {latex_escape(n)}" for n in g.notes),
+        r"\end{table}",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -275,4 +275,3 @@ def paired_test(
     p, n = paired_p_value(ra, rb)
     diff = interval(ra - rb, point_estimate(a, metric) - point_estimate(b, metric), level)
     return PairedTest(diff.estimate, diff.low, diff.high, p, n)
-

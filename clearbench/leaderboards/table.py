@@ -85,7 +85,9 @@ def schema(labels: Sequence[str]) -> dict[str, pl.DataType]:
     """The leaderboard's columns and types for a task with ``labels``."""
     clash = sorted(set(labels) & {*_HEAD, AVERAGE, *_TAIL_TYPES})
     if clash:
-        raise ClearbenchError(f"task label(s) {', '.join(clash)} clash with leaderboard column names; rename them in the task card")
+        raise ClearbenchError(
+            f"task label(s) {', '.join(clash)} clash with leaderboard column names; rename them in the task card"
+        )
     out: dict[str, pl.DataType] = {c: pl.String for c in _HEAD}
     for name in [*labels, AVERAGE]:
         out[name] = pl.Float64
@@ -251,7 +253,9 @@ def marks(df: pl.DataFrame, value_columns: Sequence[str], group_column: str = "g
     for column in value_columns:
         values = df[column].to_list()
         for group in (RANKED, PUBLISHED, REPRODUCED):
-            idx = [i for i, g in enumerate(groups) if g == group and values[i] is not None and not math.isnan(values[i])]
+            idx = [
+                i for i, g in enumerate(groups) if g == group and values[i] is not None and not math.isnan(values[i])
+            ]
             distinct = sorted({round(values[i], 1) for i in idx}, reverse=True)
             for mark, level in zip(("best", "second"), distinct[:2]):
                 if len(idx) < 2:

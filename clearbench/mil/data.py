@@ -37,7 +37,9 @@ class BagSet:
                 f"and {self.targets.shape[0]} target rows do not agree"
             )
         if n and int(self.offsets[-1]) != self.features.shape[0]:
-            raise ValueError(f"BagSet: offsets end at {int(self.offsets[-1])} but there are {self.features.shape[0]} instances")
+            raise ValueError(
+                f"BagSet: offsets end at {int(self.offsets[-1])} but there are {self.features.shape[0]} instances"
+            )
 
     @classmethod
     def from_arrays(
@@ -47,7 +49,7 @@ class BagSet:
         vectors: np.ndarray,
         offsets: np.ndarray,
         targets: np.ndarray,
-    ) -> "BagSet":
+    ) -> BagSet:
         return cls(
             list(scan_ids),
             list(patient_ids),
@@ -67,7 +69,7 @@ class BagSet:
     def lengths(self) -> torch.Tensor:
         return self.offsets[1:] - self.offsets[:-1]
 
-    def subset(self, index: np.ndarray | Sequence[int]) -> "BagSet":
+    def subset(self, index: np.ndarray | Sequence[int]) -> BagSet:
         """The bags at ``index`` as a new, compact BagSet (copies their instances once)."""
         idx = torch.as_tensor(np.asarray(index, dtype=np.int64))
         starts, lengths = self.offsets[idx], self.lengths[idx]
@@ -85,8 +87,10 @@ class BagSet:
             self.targets[idx],
         )
 
-    def to(self, device: str | torch.device) -> "BagSet":
-        return BagSet(self.scan_ids, self.patient_ids, self.features.to(device), self.offsets.to(device), self.targets.to(device))
+    def to(self, device: str | torch.device) -> BagSet:
+        return BagSet(
+            self.scan_ids, self.patient_ids, self.features.to(device), self.offsets.to(device), self.targets.to(device)
+        )
 
 
 @dataclass

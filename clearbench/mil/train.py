@@ -257,7 +257,9 @@ def fit(
     generator = torch.Generator().manual_seed(seed)
     lengths = train.lengths.cpu()
     stopper = EarlyStopping(cfg.patience)
-    result = TrainResult(model=model, best_epoch=-1, best_val_loss=float("inf"), batch_size=cfg.batch_size_for(len(train)))
+    result = TrainResult(
+        model=model, best_epoch=-1, best_val_loss=float("inf"), batch_size=cfg.batch_size_for(len(train))
+    )
     for epoch in range(cfg.max_epochs):
         model.train()
         total = torch.zeros((), device=device)

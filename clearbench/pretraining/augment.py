@@ -74,7 +74,7 @@ class SeparableGaussianBlur(v2.GaussianBlur):
         size = self.kernel_size[0]
         half = (size - 1) / (2.0 * math.sqrt(2.0))  # torchvision's kernel: exp(-(i - c)² / (2σ²)), normalised
         x = torch.linspace(-half, half, size, dtype=inpt.dtype, device=inpt.device)
-        kernel = torch.softmax(-(x / sigma) ** 2, dim=0)
+        kernel = torch.softmax(-((x / sigma) ** 2), dim=0)
         shape = inpt.shape
         image = inpt.reshape(-1, *shape[-3:])
         channels, pad = shape[-3], size // 2
@@ -126,9 +126,7 @@ class TwoViews:
         return self.view1(a.clamp_(0.0, 1.0)), self.view2(b.clamp_(0.0, 1.0))
 
 
-def to_model_input(
-    views: torch.Tensor, mean: Sequence[float], std: Sequence[float]
-) -> torch.Tensor:
+def to_model_input(views: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """``[N, 1, H, W]`` grey views in [0, 1] -> ``[N, C, H, W]`` normalised, grey replicated to C channels."""
     mean_t = torch.as_tensor(mean, dtype=views.dtype, device=views.device).view(1, -1, 1, 1)
     std_t = torch.as_tensor(std, dtype=views.dtype, device=views.device).view(1, -1, 1, 1)

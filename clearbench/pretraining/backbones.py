@@ -71,7 +71,9 @@ def variant_params(arch: str, variant: str | None, image_size: int) -> tuple[str
     params = dict(table[variant])
     if arch == "vit-convb":
         if image_size % 16:
-            raise ClearbenchError(f"vit-convb makes 16 px patches: --image-size must be a multiple of 16, got {image_size}")
+            raise ClearbenchError(
+                f"vit-convb makes 16 px patches: --image-size must be a multiple of 16, got {image_size}"
+            )
         params["img_size"] = image_size
     return variant, params
 

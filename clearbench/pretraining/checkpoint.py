@@ -66,7 +66,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same problem for the user
+    except Exception as exc:
         raise InputError(path, f"cannot read the pretraining checkpoint ({exc}); move it away to start over") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise InputError(path, f"not a clearbench pretraining checkpoint (format {FORMAT})")

@@ -10,7 +10,6 @@ rate per 256 images: the optimizer uses ``lr * batch_size / 256`` (MoCo v3 and C
 from __future__ import annotations
 
 import os
-
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -24,7 +23,19 @@ CACHES = ("auto", "memory", "stream")
 
 # Settings that may change between a run and its resumption without changing what is trained.
 RESUMABLE_CHANGES = frozenset(
-    {"workers", "device", "stop_after", "checkpoint_every", "cache", "cache_gb", "buffer_size", "strict", "out", "progress", "paper_name"}
+    {
+        "workers",
+        "device",
+        "stop_after",
+        "checkpoint_every",
+        "cache",
+        "cache_gb",
+        "buffer_size",
+        "strict",
+        "out",
+        "progress",
+        "paper_name",
+    }
 )
 
 

@@ -79,7 +79,7 @@ class SliceIndex:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "SliceIndex":
+    def from_json(cls, data: dict[str, Any]) -> SliceIndex:
         boxes = [{int(z): [tuple(b) for b in bs] for z, bs in per.items()} for per in data["boxes"]]
         return cls(list(data["scan_ids"]), [int(n) for n in data["n_slices"]], boxes)
 
@@ -89,7 +89,7 @@ class SliceIndex:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: Path) -> "SliceIndex":
+    def load(cls, path: Path) -> SliceIndex:
         return cls.from_json(json.loads(path.read_text()))
 
 
@@ -191,7 +191,7 @@ class ResumableSampler(DistributedSampler):
         self.skip_batches = skip_batches
 
     def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
-        indices = list(super().__iter__())[self.skip_batches * self.batch_size:]
+        indices = list(super().__iter__())[self.skip_batches * self.batch_size :]
         return iter([(self.epoch, i) for i in indices])
 
     def __len__(self) -> int:

@@ -132,7 +132,9 @@ class _MetricsLog:
         if path is not None:
             kept = []
             if path.is_file():
-                kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resumed_step]
+                kept = [
+                    line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resumed_step
+                ]
             path.write_text("".join(line + "\n" for line in kept))
             self.fh = path.open("a")
 
@@ -141,7 +143,7 @@ class _MetricsLog:
             self.fh.write(json.dumps(entry) + "\n")
             self.fh.flush()
 
-    def __enter__(self) -> "_MetricsLog":
+    def __enter__(self) -> _MetricsLog:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -188,10 +190,12 @@ class _Run:
         if not self.config.exclude_test_of and not self.config.splits:
             tested = [c.name for c in list_tasks() if c.dataset == self.config.dataset]
             if tested:
-                self.console.print(escape(
-                    f"note: pretraining on every patient of {self.config.dataset}, including the test patients of "
-                    f"{', '.join(tested)}; pass --exclude-test-of {tested[0]} to keep them out, as the paper did"
-                ))
+                self.console.print(
+                    escape(
+                        f"note: pretraining on every patient of {self.config.dataset}, including the test patients of "
+                        f"{', '.join(tested)}; pass --exclude-test-of {tested[0]} to keep them out, as the paper did"
+                    )
+                )
         for name in self.config.exclude_test_of:
             card = get_task(name)
             if card.dataset != self.config.dataset:
@@ -203,12 +207,18 @@ class _Run:
             self.excluded_patients[card.name] = len(held.patients)
             self.excluded_splits[card.name] = held.split_id
             records = [r for r in records if r.patient_id not in held.patients]
-            self.console.print(escape(f"left out the {len(held.patients)} test patients of {card.name} (its stored split {held.split_id})"))
+            self.console.print(
+                escape(
+                    f"left out the {len(held.patients)} test patients of {card.name} (its stored split {held.split_id})"
+                )
+            )
         if not records:
             raise ClearbenchError(f"no scans of {self.config.dataset} are left once the test patients are left out")
         return records
 
-    def _index(self, reader: DatasetReader, records: list[ScanRecord]) -> tuple[SliceIndex, list[ScanRecord], list | None]:
+    def _index(
+        self, reader: DatasetReader, records: list[ScanRecord]
+    ) -> tuple[SliceIndex, list[ScanRecord], list | None]:
         cfg, ctx = self.config, self.ctx
         cache_bytes = {"stream": 0, "memory": math.inf, "auto": cfg.cache_gb * 2**30}[cfg.cache]
         saved = self.run_dir / SLICES
@@ -232,11 +242,19 @@ class _Run:
                     self.problems.report(p["path"], p["reason"], p["scan_id"], p["severity"])
             order = {r.scan_id: i for i, r in enumerate(records)}
             merged = sorted(
-                ((sid, n, boxes) for part, _ in parts for sid, n, boxes in zip(part["scan_ids"], part["n_slices"], part["boxes"])),
+                (
+                    (sid, n, boxes)
+                    for part, _ in parts
+                    for sid, n, boxes in zip(part["scan_ids"], part["n_slices"], part["boxes"])
+                ),
                 key=lambda t: order[t[0]],
             )
             index = SliceIndex.from_json(
-                {"scan_ids": [m[0] for m in merged], "n_slices": [m[1] for m in merged], "boxes": [m[2] for m in merged]}
+                {
+                    "scan_ids": [m[0] for m in merged],
+                    "n_slices": [m[1] for m in merged],
+                    "boxes": [m[2] for m in merged],
+                }
             )
             kept = [by_id[s] for s in index.scan_ids]
             if ctx.is_main:
@@ -246,13 +264,17 @@ class _Run:
     def _data(self) -> tuple[_EpochData, SliceIndex]:
         cfg, ctx = self.config, self.ctx
         if cfg.batch_size % ctx.world:
-            raise ClearbenchError(f"--batch-size {cfg.batch_size} must be divisible by the number of processes ({ctx.world})")
+            raise ClearbenchError(
+                f"--batch-size {cfg.batch_size} must be divisible by the number of processes ({ctx.world})"
+            )
         local = cfg.batch_size // ctx.world
         reader = open_dataset(cfg.dataset, cfg.root, problems=self.problems)
         records = self._records(reader)
         index, kept, volumes = self._index(reader, records)
         if index.total == 0:
-            raise ClearbenchError(f"none of the {len(records)} scans of {cfg.dataset} could be read; see the errors above")
+            raise ClearbenchError(
+                f"none of the {len(records)} scans of {cfg.dataset} could be read; see the errors above"
+            )
         if cfg.method == "lecl" and index.n_lesion_slices == 0:
             raise ClearbenchError(
                 f"LECL needs slices with lesion boxes, and {cfg.dataset} has none in the scans used; "
@@ -260,7 +282,9 @@ class _Run:
             )
         steps = index.total // cfg.batch_size
         if steps == 0:
-            raise ClearbenchError(f"{cfg.dataset} has {index.total} slices, fewer than one batch of {cfg.batch_size}; lower --batch-size")
+            raise ClearbenchError(
+                f"{cfg.dataset} has {index.total} slices, fewer than one batch of {cfg.batch_size}; lower --batch-size"
+            )
         item = SliceViews(
             [get_window(w) for w in cfg.windows],
             TwoViews(AugmentConfig(cfg.image_size, cfg.crop_scale, cfg.lesion_scale)),
@@ -271,15 +295,32 @@ class _Run:
         if volumes is not None:
             dataset = MemorySlices(volumes, index, item, cfg.seed)
             source = ResumableSampler(dataset, ctx.world, ctx.rank, cfg.seed, local)
-            loader = DataLoader(dataset, batch_size=local, sampler=source, num_workers=cfg.workers, drop_last=True,
-                                pin_memory=pin, persistent_workers=cfg.workers > 0)
+            loader = DataLoader(
+                dataset,
+                batch_size=local,
+                sampler=source,
+                num_workers=cfg.workers,
+                drop_last=True,
+                pin_memory=pin,
+                persistent_workers=cfg.workers > 0,
+            )
         else:
             # The index pass reported each unreadable scan or slice once; streaming decodes every scan again
             # each epoch, on every rank and worker, and must not report them all over again.
             reader.problems = ProblemLog()
-            source = StreamingSlices(reader, kept, index, item, seed=cfg.seed, rank=ctx.rank, world=ctx.world,
-                                     workers=cfg.workers, batch_size=local, steps_per_epoch=steps,
-                                     buffer_size=cfg.buffer_size)
+            source = StreamingSlices(
+                reader,
+                kept,
+                index,
+                item,
+                seed=cfg.seed,
+                rank=ctx.rank,
+                world=ctx.world,
+                workers=cfg.workers,
+                batch_size=local,
+                steps_per_epoch=steps,
+                buffer_size=cfg.buffer_size,
+            )
             loader = DataLoader(source, batch_size=local, num_workers=cfg.workers, pin_memory=pin)
         return _EpochData(loader, source, steps), index
 
@@ -320,8 +361,14 @@ class _Run:
             disable=not (self.ctx.is_main and self.config.progress),
         )
 
-    def _checkpoint(self, moco: MoCo, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                    step: int, steps_per_epoch: int) -> None:
+    def _checkpoint(
+        self,
+        moco: MoCo,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+        step: int,
+        steps_per_epoch: int,
+    ) -> None:
         replicas = D.check_replicas(self.ctx, moco.online, moco.momentum)
         rngs = D.gather_objects(self.ctx, rng_state())
         if self.ctx.is_main:
@@ -356,7 +403,7 @@ class _Run:
             )
         return ckpt
 
-    def _metrics(self, resumed_step: int) -> "_MetricsLog":
+    def _metrics(self, resumed_step: int) -> _MetricsLog:
         """The metrics log, cut back to the resumed step (a killed run may have logged past its checkpoint)."""
         return _MetricsLog(self.run_dir / METRICS if self.ctx.is_main else None, resumed_step)
 
@@ -371,7 +418,8 @@ class _Run:
         backbone, moco, online = self._model()
         optimizer = torch.optim.AdamW(
             [p for p in moco.online.parameters() if p.requires_grad],
-            lr=cfg.lr * cfg.batch_size / 256, weight_decay=cfg.weight_decay,
+            lr=cfg.lr * cfg.batch_size / 256,
+            weight_decay=cfg.weight_decay,
             fused=ctx.device.type in ("cuda", "cpu"),
         )
         dtype = self._precision()
@@ -390,8 +438,14 @@ class _Run:
         D.barrier(ctx)
         return result
 
-    def _restore(self, ckpt: dict[str, Any], moco: MoCo, optimizer: torch.optim.Optimizer,
-                 scaler: torch.amp.GradScaler, steps_per_epoch: int) -> int:
+    def _restore(
+        self,
+        ckpt: dict[str, Any],
+        moco: MoCo,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+        steps_per_epoch: int,
+    ) -> int:
         """Load the saved training state; returns the number of steps already done."""
         if ckpt["steps_per_epoch"] != steps_per_epoch:
             raise ClearbenchError(
@@ -406,9 +460,18 @@ class _Run:
             set_rng_state(ckpt["rng"][self.ctx.rank])
         return int(ckpt["step"])
 
-    def _train(self, data: _EpochData, backbone: Backbone, moco: MoCo, online: torch.nn.Module,
-               optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, dtype: torch.dtype | None,
-               step: int, total: int) -> tuple[int, list[float]]:
+    def _train(
+        self,
+        data: _EpochData,
+        backbone: Backbone,
+        moco: MoCo,
+        online: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+        dtype: torch.dtype | None,
+        step: int,
+        total: int,
+    ) -> tuple[int, list[float]]:
         """Steps from ``step`` to the end (or ``stop_after``), checkpointing; returns (steps done, their losses)."""
         cfg, ctx = self.config, self.ctx
         spe = data.steps_per_epoch
@@ -425,16 +488,37 @@ class _Run:
                 for batch in data.batches(epoch, skip):
                     lr = lr_at(step / spe, cfg.epochs, cfg.lr * cfg.batch_size / 256, cfg.warmup_epochs)
                     m = momentum_at(step / spe, cfg.epochs, cfg.momentum)
-                    loss, n_lesion = training_step(moco, online, optimizer, scaler, batch, lr=lr, momentum=m,
-                                                   lam=cfg.lam, dtype=dtype, mean=mean, std=std, ctx=ctx)
+                    loss, n_lesion = training_step(
+                        moco,
+                        online,
+                        optimizer,
+                        scaler,
+                        batch,
+                        lr=lr,
+                        momentum=m,
+                        lam=cfg.lam,
+                        dtype=dtype,
+                        mean=mean,
+                        std=std,
+                        ctx=ctx,
+                    )
                     step += 1
                     now = time.perf_counter()
                     step_time = now - tick if step_time is None else 0.9 * step_time + 0.1 * (now - tick)
                     tick = now
                     ips = cfg.batch_size / step_time
                     losses.append(loss)
-                    metrics.write({"step": step, "epoch": step / spe, "loss": loss, "lr": lr, "momentum": m,
-                                   "images_per_s": ips, "lesion_slices": n_lesion})
+                    metrics.write(
+                        {
+                            "step": step,
+                            "epoch": step / spe,
+                            "loss": loss,
+                            "lr": lr,
+                            "momentum": m,
+                            "images_per_s": ips,
+                            "lesion_slices": n_lesion,
+                        }
+                    )
                     progress.update(task, completed=step, ips=f"{ips:,.0f} img/s", loss=f"loss {loss:.4f}")
                     if step >= stop_at:
                         break
@@ -449,14 +533,28 @@ class _Run:
         cfg = self.config
         curve = self._epoch_losses()
         return {
-            "arch": cfg.arch, "variant": cfg.variant, "method": cfg.method, "lambda": cfg.lam,
-            "epochs": cfg.epochs, "steps": steps, "dataset": cfg.dataset, "root": cfg.root, "splits": cfg.splits,
+            "arch": cfg.arch,
+            "variant": cfg.variant,
+            "method": cfg.method,
+            "lambda": cfg.lam,
+            "epochs": cfg.epochs,
+            "steps": steps,
+            "dataset": cfg.dataset,
+            "root": cfg.root,
+            "splits": cfg.splits,
             "excluded_test_patients": self.excluded_patients,
             "excluded_test_splits": self.excluded_splits,
-            "seed": cfg.seed, "world_size": self.ctx.world, "scans": len(index.scan_ids), "slices": index.total,
-            "lesion_slices": index.n_lesion_slices, "settings": cfg.to_dict(), "epoch_losses": curve,
-            "seconds_last_call": round(seconds, 1), "finished_at": datetime.now(timezone.utc).isoformat(),
-            "clearbench_version": __version__, "torch_version": torch.__version__,
+            "seed": cfg.seed,
+            "world_size": self.ctx.world,
+            "scans": len(index.scan_ids),
+            "slices": index.total,
+            "lesion_slices": index.n_lesion_slices,
+            "settings": cfg.to_dict(),
+            "epoch_losses": curve,
+            "seconds_last_call": round(seconds, 1),
+            "finished_at": datetime.now(timezone.utc).isoformat(),
+            "clearbench_version": __version__,
+            "torch_version": torch.__version__,
         }
 
     def _epoch_losses(self) -> list[float]:

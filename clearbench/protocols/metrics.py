@@ -90,7 +90,7 @@ class FoldScores:
     values: dict[str, dict[str, float]]
 
     @classmethod
-    def compute(cls, labels: Sequence[str], y_true: np.ndarray, prob: np.ndarray, thresholds: np.ndarray) -> "FoldScores":
+    def compute(cls, labels: Sequence[str], y_true: np.ndarray, prob: np.ndarray, thresholds: np.ndarray) -> FoldScores:
         per_label = label_metrics(y_true, prob, thresholds)
         values = {
             m: {**{name: float(per_label[m][j]) for j, name in enumerate(labels)}, MACRO: macro_average(per_label[m])}

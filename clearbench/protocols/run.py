@@ -52,7 +52,9 @@ _VOLATILE_PROVENANCE = frozenset({"created", "dataset_root"})
 class RunProgress(Protocol):
     """What a display needs to follow a run; every method is optional to act on."""
 
-    def encoder_started(self, task: str, encoder: str, n_folds: int, reused: Sequence[int], max_epochs: int) -> None: ...
+    def encoder_started(
+        self, task: str, encoder: str, n_folds: int, reused: Sequence[int], max_epochs: int
+    ) -> None: ...
 
     def fold_started(self, fold: int) -> None: ...
 
@@ -127,7 +129,9 @@ def _resolve_device(device: str) -> str:
     try:
         kind = torch.device(device).type
     except RuntimeError:
-        raise ClearbenchError(f"--device {device}: not a torch device; use --device cpu, cuda, cuda:N or auto") from None
+        raise ClearbenchError(
+            f"--device {device}: not a torch device; use --device cpu, cuda, cuda:N or auto"
+        ) from None
     if kind == "cuda" and not torch.cuda.is_available():
         raise ClearbenchError(f"--device {device}: no CUDA device is available to torch; use --device cpu (or auto)")
     return device
@@ -229,7 +233,9 @@ def _scores_from_rows(rows: list[dict[str, Any]], labels: Sequence[str]) -> Fold
     return FoldScores(list(labels), values)
 
 
-def _metric_rows(common: dict[str, Any], split: str, scores: FoldScores, thresholds: np.ndarray) -> list[dict[str, Any]]:
+def _metric_rows(
+    common: dict[str, Any], split: str, scores: FoldScores, thresholds: np.ndarray
+) -> list[dict[str, Any]]:
     rows = []
     for m in METRICS:
         for j, name in enumerate([*scores.labels, MACRO]):
@@ -259,7 +265,9 @@ def fold_training_state(r: FoldResult) -> dict[str, Any]:
     return state
 
 
-def few_steps_warnings(card: TaskCard, encoder: str, cfg: TrainConfig, folds: Sequence[Fold], minimum: int = MIN_STEPS_WARNING) -> list[str]:
+def few_steps_warnings(
+    card: TaskCard, encoder: str, cfg: TrainConfig, folds: Sequence[Fold], minimum: int = MIN_STEPS_WARNING
+) -> list[str]:
     """One line per fold whose whole training budget is fewer than ``minimum`` optimizer steps."""
     lines = []
     for fold in folds:
@@ -383,7 +391,9 @@ def run_encoder(
     volume = enc.kind == "volume"
     in_split = set(split.patient_of)
     raw = emb.bags(
-        table=enc.table, scan_ids=[s for s in labels.scan_ids if s in in_split], windows=None if volume else list(card.windows)
+        table=enc.table,
+        scan_ids=[s for s in labels.scan_ids if s in in_split],
+        windows=None if volume else list(card.windows),
     )
     excluded = list(labels.excluded) + _left_out(split)
     missing = sorted(raw.missing)
@@ -450,7 +460,13 @@ def run_encoder(
             progress.fold_started(fold.index)
         on_epoch = (lambda info, k=fold.index: progress.epoch_done(k, info)) if progress is not None else None
         result = run_fold(bags, fold, head, cfg, card.labels, seed, on_epoch)
-        common = {"config_hash": config_hash, "run_id": run_id, "task": card.name, "encoder": enc.encoder, "fold": fold.index}
+        common = {
+            "config_hash": config_hash,
+            "run_id": run_id,
+            "task": card.name,
+            "encoder": enc.encoder,
+            "fold": fold.index,
+        }
         _store_fold(results, common, bags, raw, result)
         scores.append(result.test_scores)
         if progress is not None:
@@ -573,7 +589,16 @@ def run_task(
         try:
             done.append(
                 run_encoder(
-                    card, enc, labels, emb, results, split=split, seed=run_seed, rerun=rerun, device=device, progress=progress,
+                    card,
+                    enc,
+                    labels,
+                    emb,
+                    results,
+                    split=split,
+                    seed=run_seed,
+                    rerun=rerun,
+                    device=device,
+                    progress=progress,
                     overrides=overrides,
                 )
             )

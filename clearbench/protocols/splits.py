@@ -136,7 +136,9 @@ def holdout_kfold(
     for k, part in enumerate(parts):
         val_pat = rest[part]
         train_pat = np.setdiff1d(rest, val_pat)
-        folds.append(Fold(k, pats.scans_of(train_pat), pats.scans_of(val_pat), test, holdout_stratified and cv_stratified))
+        folds.append(
+            Fold(k, pats.scans_of(train_pat), pats.scans_of(val_pat), test, holdout_stratified and cv_stratified)
+        )
     return folds
 
 
@@ -173,7 +175,9 @@ def make_folds(
         test_mask = None
         if spec.test_split is not None:
             if splits is None:
-                raise ClearbenchError(f"the protocol names official test split '{spec.test_split}' but the records have no splits")
+                raise ClearbenchError(
+                    f"the protocol names official test split '{spec.test_split}' but the records have no splits"
+                )
             test_mask = np.array([s == spec.test_split for s in splits], dtype=bool)
         folds = holdout_kfold(patient_ids, y, spec, test_mask)
     elif spec.kind == "nested-kfold":

@@ -148,7 +148,9 @@ def _connect(store: Any) -> Any:
     return dbmod.connect(store) if store is None or isinstance(store, (str, Path)) else store
 
 
-def _rows_of(card: TaskCard, labels: TaskLabels, protocol: ProtocolSpec, fingerprint: str, folds: list[Fold]) -> tuple[str, list[dict[str, Any]]]:
+def _rows_of(
+    card: TaskCard, labels: TaskLabels, protocol: ProtocolSpec, fingerprint: str, folds: list[Fold]
+) -> tuple[str, list[dict[str, Any]]]:
     """The split's id and its table rows, one per fold and scan."""
     proto = protocol_json(protocol)
     assignment = [{r: [labels.scan_ids[i] for i in getattr(f, r)] for r in ROLES} for f in folds]
@@ -292,7 +294,9 @@ def split_overview(split: StoredSplit, labels: TaskLabels) -> dict[str, Any]:
             per_role[role] = {
                 "scans": len(idx),
                 "patients": len({labels.patient_ids[i] for i in idx}),
-                "prevalence": {name: (float(y[:, j].mean()) if len(idx) else None) for j, name in enumerate(labels.label_names)},
+                "prevalence": {
+                    name: (float(y[:, j].mean()) if len(idx) else None) for j, name in enumerate(labels.label_names)
+                },
             }
         roles_of.append({"fold": k, "stratified": split.stratified[k], "roles": per_role})
     used = [s for s in split.patient_of if s in row]
@@ -309,5 +313,9 @@ def split_overview(split: StoredSplit, labels: TaskLabels) -> dict[str, Any]:
         "n_patients": len({split.patient_of[s] for s in used}),
         "test_patients": sorted(split.test_patients()),
         "folds": roles_of,
-        "cohort_change": {"added": split.change.added, "removed": split.change.removed, "changed": split.change.changed},
+        "cohort_change": {
+            "added": split.change.added,
+            "removed": split.change.removed,
+            "changed": split.change.changed,
+        },
     }

@@ -44,10 +44,24 @@ from clearbench.scans.base import DatasetReader, ScanRecord
 from clearbench.scans.scan import LESION_TYPES, Lesion, Scan
 
 DL_COLUMNS: tuple[str, ...] = (
-    "File_name", "Patient_index", "Study_index", "Series_ID", "Key_slice_index", "Measurement_coordinates",
-    "Bounding_boxes", "Lesion_diameters_Pixel_", "Normalized_lesion_location", "Coarse_lesion_type",
-    "Possibly_noisy", "Slice_range", "Spacing_mm_px_", "Image_size", "DICOM_windows", "Patient_gender",
-    "Patient_age", "Train_Val_Test",
+    "File_name",
+    "Patient_index",
+    "Study_index",
+    "Series_ID",
+    "Key_slice_index",
+    "Measurement_coordinates",
+    "Bounding_boxes",
+    "Lesion_diameters_Pixel_",
+    "Normalized_lesion_location",
+    "Coarse_lesion_type",
+    "Possibly_noisy",
+    "Slice_range",
+    "Spacing_mm_px_",
+    "Image_size",
+    "DICOM_windows",
+    "Patient_gender",
+    "Patient_age",
+    "Train_Val_Test",
 )
 SPLITS: dict[int, str] = {1: "train", 2: "val", 3: "test"}
 _FILE_NAME = re.compile(r"^(\d+)_(\d+)_(\d+)_(\d+)\.png$")
@@ -106,9 +120,15 @@ def _optional_number(text: str) -> float | None:
 
 # Columns that describe one lesion's geometry: a bad value there leaves that value unknown (as a missing column
 # does), the row and its series stay. A bad value elsewhere (the scan's identity, spacing, split) drops the row.
-_EXPECTED = {"Measurement_coordinates": "8 numbers", "Bounding_boxes": "4 numbers", "Lesion_diameters_Pixel_": "2 numbers",
-             "Normalized_lesion_location": "3 numbers"}
-_LESION_COLUMNS = frozenset({"Measurement_coordinates", "Bounding_boxes", "Lesion_diameters_Pixel_", "Normalized_lesion_location"})
+_EXPECTED = {
+    "Measurement_coordinates": "8 numbers",
+    "Bounding_boxes": "4 numbers",
+    "Lesion_diameters_Pixel_": "2 numbers",
+    "Normalized_lesion_location": "3 numbers",
+}
+_LESION_COLUMNS = frozenset(
+    {"Measurement_coordinates", "Bounding_boxes", "Lesion_diameters_Pixel_", "Normalized_lesion_location"}
+)
 
 
 def _parse_row(line: int, raw: dict[str, str], notes: list[str] | None = None) -> DLRow:
@@ -130,7 +150,9 @@ def _parse_row(line: int, raw: dict[str, str], notes: list[str] | None = None) -
             return parse(text.strip())
         except ValueError as exc:
             if column in _LESION_COLUMNS and notes is not None:
-                notes.append(f"column {column} = '{text}' is not {_EXPECTED.get(column, 'a number')} ({exc}); taken as unknown")
+                notes.append(
+                    f"column {column} = '{text}' is not {_EXPECTED.get(column, 'a number')} ({exc}); taken as unknown"
+                )
                 return None
             raise ValueError(f"column {column} = '{text}': {exc}") from None
 
@@ -297,10 +319,16 @@ class DeepLesionReader(DatasetReader):
         absent = sorted(set(by_folder) - set(on_disk))
         if absent:
             shown = ", ".join(absent[:3]) + (", ..." if len(absent) > 3 else "")
-            self._report(csv_path, f"{len(absent)} series listed here have no folder under Images_png ({shown}); "
-                                   "they are skipped")
+            self._report(
+                csv_path,
+                f"{len(absent)} series listed here have no folder under Images_png ({shown}); they are skipped",
+            )
         for folder in sorted(set(on_disk) - set(by_folder)):
-            self._skip(folder, on_disk[folder], "series folder has no rows in DL_info.csv that could be read (no spacing or labels); skipped")
+            self._skip(
+                folder,
+                on_disk[folder],
+                "series folder has no rows in DL_info.csv that could be read (no spacing or labels); skipped",
+            )
 
         records = []
         for folder in sorted(set(by_folder) & set(on_disk)):
@@ -312,24 +340,33 @@ class DeepLesionReader(DatasetReader):
     def _record(self, folder: str, path: Path, rows: list[DLRow], csv_path: Path) -> ScanRecord | None:
         numbers = sorted(int(m.group(1)) for e in os.scandir(path) if (m := _SLICE_FILE.match(e.name)))
         if not numbers:
-            self._skip(folder, path, "empty series folder: no NNN.png slices", patient_id=f"{rows[0].patient_index:06d}")
+            self._skip(
+                folder, path, "empty series folder: no NNN.png slices", patient_id=f"{rows[0].patient_index:06d}"
+            )
             return None
         present = set(numbers)
-        missing = sorted({k for r in rows if r.slice_range for k in range(r.slice_range[0], r.slice_range[1] + 1)}
-                         - present)
+        missing = sorted(
+            {k for r in rows if r.slice_range for k in range(r.slice_range[0], r.slice_range[1] + 1)} - present
+        )
         if missing:
             shown = ", ".join(f"{k:03d}.png" for k in missing[:5]) + (", ..." if len(missing) > 5 else "")
             self._report(path, f"{len(missing)} slice file(s) missing inside Slice_range: {shown}", scan_id=folder)
 
         splits = {r.split for r in rows}
         if len(splits) > 1:
-            self._report(csv_path, f"series {folder} has rows in several splits {sorted(map(str, splits))}; "
-                                   f"using {rows[0].split}", scan_id=folder)
+            self._report(
+                csv_path,
+                f"series {folder} has rows in several splits {sorted(map(str, splits))}; using {rows[0].split}",
+                scan_id=folder,
+            )
         spacing_xyz = _first(r.spacing_mm for r in rows)
         spacing_known = spacing_xyz is not None and all(math.isfinite(v) and v > 0 for v in spacing_xyz)
         if spacing_xyz is not None and not spacing_known:
-            self._report(csv_path, f"series {folder}: Spacing_mm_px_ {spacing_xyz} is not positive; assuming 1 mm",
-                         scan_id=folder)
+            self._report(
+                csv_path,
+                f"series {folder}: Spacing_mm_px_ {spacing_xyz} is not positive; assuming 1 mm",
+                scan_id=folder,
+            )
         if not spacing_known:
             spacing_xyz = (1.0, 1.0, 1.0)
         types = [r.coarse_type for r in rows]
@@ -382,8 +419,9 @@ class DeepLesionReader(DatasetReader):
                 if raw is None:
                     raw = np.empty((len(order), *img.shape), dtype=np.uint16)
                 elif img.shape != raw.shape[1:]:
-                    raise InputError(path, f"slice is {img.shape[1]}x{img.shape[0]} px, the series is "
-                                           f"{raw.shape[2]}x{raw.shape[1]}")
+                    raise InputError(
+                        path, f"slice is {img.shape[1]}x{img.shape[0]} px, the series is {raw.shape[2]}x{raw.shape[1]}"
+                    )
             except InputError as exc:
                 bad.append(exc)
                 continue
@@ -395,8 +433,12 @@ class DeepLesionReader(DatasetReader):
         for exc in bad:
             self._report(exc.path, f"{exc.reason}; slice skipped", scan_id=record.scan_id)
         if size is not None and tuple(size) != hu.shape[1:] and tuple(size[::-1]) != hu.shape[1:]:
-            self._report(record.source, f"slices are {hu.shape[2]}x{hu.shape[1]} px but DL_info.csv says Image_size "
-                                        f"{size[0]}, {size[1]}", scan_id=record.scan_id, severity="warning")
+            self._report(
+                record.source,
+                f"slices are {hu.shape[2]}x{hu.shape[1]} px but DL_info.csv says Image_size {size[0]}, {size[1]}",
+                scan_id=record.scan_id,
+                severity="warning",
+            )
         dz, dy, dx = record.meta["spacing"]
         index_of_number = {n: i for i, n in enumerate(kept)}
         lesions = []

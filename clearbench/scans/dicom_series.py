@@ -167,10 +167,12 @@ def _read(path: Path, *, with_pixels: bool) -> tuple[DicomHeader, Dataset] | Non
             return None
         ds = _read_without_preamble(path, options)
         if ds is None:
-            raise InputError(path, "named like a DICOM file but is not one (no DICOM header or data set); skipped") from None
+            raise InputError(
+                path, "named like a DICOM file but is not one (no DICOM header or data set); skipped"
+            ) from None
     except (IsADirectoryError, PermissionError):
         return None
-    except Exception as exc:  # noqa: BLE001 - a truncated file raises anything from EOFError to struct.error
+    except Exception as exc:
         raise InputError(path, f"not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
     if "SOPClassUID" not in ds and "Modality" not in ds:
         sop_class = str(getattr(ds.get("file_meta"), "MediaStorageSOPClassUID", "") or "")
@@ -324,8 +326,13 @@ def _select(
 def _canonical_first(s: _Slice) -> tuple[Any, ...]:
     """Which of the slices at one position to keep: the lowest InstanceNumber, then a name that is not a copy's."""
     stem = s.header.path.stem
-    return (s.header.instance_number is None, s.header.instance_number or 0, bool(_COPY_NAME.search(stem)), len(stem),
-            str(s.header.path))
+    return (
+        s.header.instance_number is None,
+        s.header.instance_number or 0,
+        bool(_COPY_NAME.search(stem)),
+        len(stem),
+        str(s.header.path),
+    )
 
 
 def _drop_duplicates(slices: list[_Slice], problems: ProblemLog, scan_id: str | None) -> list[_Slice]:
@@ -368,7 +375,7 @@ def _drop_duplicates(slices: list[_Slice], problems: ProblemLog, scan_id: str | 
 def _raw_pixels(s: _Slice) -> np.ndarray:
     try:
         return s.dataset.pixel_array
-    except Exception as exc:  # noqa: BLE001 - decoder errors come from many plugins
+    except Exception as exc:
         syntax = getattr(getattr(s.dataset, "file_meta", None), "TransferSyntaxUID", None)
         hint = (
             f"; {syntax.name} files need a decoder: pip install pylibjpeg pylibjpeg-libjpeg (or gdcm)"

@@ -53,7 +53,7 @@ def read_nifti_ct(path: Path, scan_id: str, patient_id: str, problems: ProblemLo
         data = np.asanyarray(canonical.dataobj)
     except InputError:
         raise
-    except Exception as exc:  # noqa: BLE001 - nibabel raises many types for a broken or truncated file
+    except Exception as exc:
         raise InputError(path, f"not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
 
     hu = _int16_hu(data, path, scan_id, problems)

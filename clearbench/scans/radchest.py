@@ -41,8 +41,14 @@ from clearbench.scans.base import DatasetReader, ScanRecord
 from clearbench.scans.scan import Scan
 
 ABNORMALITIES: tuple[str, ...] = (
-    "emphysema", "bronchiectasis", "pleural_effusion", "atelectasis",
-    "fibrosis", "opacity", "calcification", "nodule",
+    "emphysema",
+    "bronchiectasis",
+    "pleural_effusion",
+    "atelectasis",
+    "fibrosis",
+    "opacity",
+    "calcification",
+    "nodule",
 )
 SPLIT_PREFIX: dict[str, str] = {"trn": "train", "val": "val", "tst": "test"}
 NOMINAL_SPACING_MM = 0.8
@@ -68,7 +74,9 @@ def npz_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
             names = zf.namelist()
             if "ct.npy" not in names:
                 keys = ", ".join(n.removesuffix(".npy") for n in names) or "none"
-                raise InputError(path, f"no 'ct' array in this .npz (keys: {keys}); RAD-ChestCT volumes are saved as ct=...")
+                raise InputError(
+                    path, f"no 'ct' array in this .npz (keys: {keys}); RAD-ChestCT volumes are saved as ct=..."
+                )
             with zf.open("ct.npy") as fh:
                 version = np.lib.format.read_magic(fh)
                 read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
@@ -136,14 +144,21 @@ class RadChestReader(DatasetReader):
             covered |= present
             for scan_id, row in table.items():
                 if scan_id in labels:
-                    self._report(path, f"{scan_id} also has a row in {labels[scan_id][1].name}; that row is kept",
-                                 scan_id=scan_id)
+                    self._report(
+                        path,
+                        f"{scan_id} also has a row in {labels[scan_id][1].name}; that row is kept",
+                        scan_id=scan_id,
+                    )
                     continue
                 labels[scan_id] = (row, path)
         absent = [a for a in ABNORMALITIES if a not in covered]
         if absent and labels:
-            self._report(csvs[0].parent, f"no {{abnormality}}*{{location}} column for {', '.join(absent)} in any "
-                                         "label CSV; those labels are unknown (None)", severity="warning")
+            self._report(
+                csvs[0].parent,
+                f"no {{abnormality}}*{{location}} column for {', '.join(absent)} in any "
+                "label CSV; those labels are unknown (None)",
+                severity="warning",
+            )
         return labels
 
     def _patients(self) -> tuple[dict[str, str], dict[str, float]]:
@@ -187,8 +202,12 @@ class RadChestReader(DatasetReader):
         labels = self._labels()
         patients, spacing = self._patients()
         if volumes and not patients:
-            self._report(self.root, "no CT_Scan_Metadata*.csv or Extrema*.csv with MRN_DEID: patient grouping is "
-                                    "unavailable, each scan counts as its own patient", severity="warning")
+            self._report(
+                self.root,
+                "no CT_Scan_Metadata*.csv or Extrema*.csv with MRN_DEID: patient grouping is "
+                "unavailable, each scan counts as its own patient",
+                severity="warning",
+            )
 
         by_csv: dict[Path, list[str]] = {}
         for scan_id, (_, path) in labels.items():
@@ -202,12 +221,18 @@ class RadChestReader(DatasetReader):
         odd_names = sorted(s for s in volumes if not _NAME.match(s))
         if odd_names:
             shown = ", ".join(odd_names[:3]) + (", ..." if len(odd_names) > 3 else "")
-            self._report(self.root, f"{len(odd_names)} volume name(s) without a trn/val/tst prefix ({shown}); their "
-                                    "split is unknown", severity="warning")
+            self._report(
+                self.root,
+                f"{len(odd_names)} volume name(s) without a trn/val/tst prefix ({shown}); their split is unknown",
+                severity="warning",
+            )
         unmapped = [s for s in volumes if patients and s not in patients]
         if unmapped:
-            self._report(self.root, f"{len(unmapped)} volume(s) missing from the metadata CSV; each counts as its "
-                                    "own patient", severity="warning")
+            self._report(
+                self.root,
+                f"{len(unmapped)} volume(s) missing from the metadata CSV; each counts as its own patient",
+                severity="warning",
+            )
 
         records = []
         for scan_id, path in sorted(volumes.items()):
@@ -217,27 +242,31 @@ class RadChestReader(DatasetReader):
                 self._skip(scan_id, exc.path, exc.reason, patients.get(scan_id))
                 continue
             if len(shape) != 3:
-                self._skip(scan_id, path, f"'ct' has shape {shape}; a volume is [slices, rows, cols]", patients.get(scan_id))
+                self._skip(
+                    scan_id, path, f"'ct' has shape {shape}; a volume is [slices, rows, cols]", patients.get(scan_id)
+                )
                 continue
             row = labels.get(scan_id)
             if row is None:
                 self._report(path, "no row in any label CSV; labels unknown", scan_id=scan_id)
             s = spacing.get(scan_id, NOMINAL_SPACING_MM)
-            records.append(ScanRecord(
-                scan_id=scan_id,
-                patient_id=patients.get(scan_id, scan_id),
-                source=path,
-                split=SPLIT_PREFIX.get(scan_id[:3]) if _NAME.match(scan_id) else None,
-                labels=dict(row[0]) if row else {a: None for a in ABNORMALITIES},
-                meta={
-                    "n_slices": int(shape[0]),
-                    "shape": tuple(int(v) for v in shape),
-                    "dtype": str(dtype),
-                    "spacing": (s, s, s),
-                    "spacing_known": scan_id in spacing,
-                    "labels_csv": row[1].name if row else None,
-                },
-            ))
+            records.append(
+                ScanRecord(
+                    scan_id=scan_id,
+                    patient_id=patients.get(scan_id, scan_id),
+                    source=path,
+                    split=SPLIT_PREFIX.get(scan_id[:3]) if _NAME.match(scan_id) else None,
+                    labels=dict(row[0]) if row else {a: None for a in ABNORMALITIES},
+                    meta={
+                        "n_slices": int(shape[0]),
+                        "shape": tuple(int(v) for v in shape),
+                        "dtype": str(dtype),
+                        "spacing": (s, s, s),
+                        "spacing_known": scan_id in spacing,
+                        "labels_csv": row[1].name if row else None,
+                    },
+                )
+            )
         return records
 
     def load(self, record: ScanRecord) -> Scan:

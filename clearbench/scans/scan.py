@@ -66,7 +66,9 @@ class Scan:
             self.z_mm = np.arange(self.hu.shape[0], dtype=np.float64) * float(self.spacing[0])
         self.z_mm = np.asarray(self.z_mm, dtype=np.float64)
         if self.z_mm.shape != (self.hu.shape[0],):
-            raise ValueError(f"scan {self.scan_id}: z_mm has {self.z_mm.shape[0]} entries for {self.hu.shape[0]} slices")
+            raise ValueError(
+                f"scan {self.scan_id}: z_mm has {self.z_mm.shape[0]} entries for {self.hu.shape[0]} slices"
+            )
         if self.z_mm.size > 1 and not np.all(np.diff(self.z_mm) > 0):
             raise ValueError(f"scan {self.scan_id}: slices are not in strictly increasing z order")
 

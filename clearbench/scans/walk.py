@@ -37,16 +37,25 @@ def follow_link(link: Path, top: Path, problems: ProblemLog, scan_id: str | None
     try:
         target = link.resolve(strict=True)
     except (OSError, RuntimeError) as exc:  # RuntimeError: a link chain that loops on itself
-        problems.report(link, f"broken symbolic link ({type(exc).__name__}); skipped", scan_id=scan_id, severity="warning")
+        problems.report(
+            link, f"broken symbolic link ({type(exc).__name__}); skipped", scan_id=scan_id, severity="warning"
+        )
         return None
     if _loops(link, target, top.resolve()):
         problems.report(
-            link, f"symbolic link loop: it points to {target}, which contains it; not followed",
-            scan_id=scan_id, severity="warning",
+            link,
+            f"symbolic link loop: it points to {target}, which contains it; not followed",
+            scan_id=scan_id,
+            severity="warning",
         )
         return None
     if target in seen:
-        problems.report(link, f"symbolic link to {target}, which is already read; not followed again", scan_id=scan_id, severity="info")
+        problems.report(
+            link,
+            f"symbolic link to {target}, which is already read; not followed again",
+            scan_id=scan_id,
+            severity="info",
+        )
         return None
     problems.report(link, f"symbolic link to {target}; followed", scan_id=scan_id, severity="info")
     return target

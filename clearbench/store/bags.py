@@ -7,10 +7,9 @@ reading a whole DeepLesion table costs about as much as decoding its columns.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
-
-import warnings
 
 import numpy as np
 import pyarrow as pa

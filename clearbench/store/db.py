@@ -106,17 +106,24 @@ def storage_error(exc: BaseException, store: Path, table: str | None = None) -> 
     where = f"table '{table}' in the store {store}" if table else f"the store {store}"
     resume = "work committed before this is kept, and running the same command again resumes"
     if fault == "read-only":
-        return StorageError(f"cannot write {where}: the file system is read-only; pass a writable --store (or "
-                            f"CLEARBENCH_HOME), or remount it read-write; {resume}")
+        return StorageError(
+            f"cannot write {where}: the file system is read-only; pass a writable --store (or "
+            f"CLEARBENCH_HOME), or remount it read-write; {resume}"
+        )
     if fault == "no-permission":
-        return StorageError(f"cannot write {where}: permission denied; pass a --store you may write to, or fix the "
-                            f"permissions of {store}; {resume}")
+        return StorageError(
+            f"cannot write {where}: permission denied; pass a --store you may write to, or fix the "
+            f"permissions of {store}; {resume}"
+        )
     if fault == "no-space":
-        return StorageError(f"cannot write {where}: no space left on the device; free space (df -h {store}), or "
-                            f"pass a --store on another disk; {resume}")
+        return StorageError(
+            f"cannot write {where}: no space left on the device; free space (df -h {store}), or "
+            f"pass a --store on another disk; {resume}"
+        )
     if fault == "table-gone":
-        return StorageError(f"{where} was deleted while this command was using it; run the command again, which "
-                            "makes the table afresh")
+        return StorageError(
+            f"{where} was deleted while this command was using it; run the command again, which makes the table afresh"
+        )
     return None
 
 

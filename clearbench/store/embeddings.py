@@ -144,7 +144,7 @@ class EmbeddingTable:
         ids = sorted(set(scan_ids))
         with dbmod.storage_faults(self.store, self.name):
             for start in range(0, len(ids), 1000):
-                self.table.delete(f"scan_id IN ({quote_list(ids[start:start + 1000])})")
+                self.table.delete(f"scan_id IN ({quote_list(ids[start : start + 1000])})")
 
     def to_arrow(self, scans: Sequence[ScanEmbeddings]) -> pa.Table:
         """Checked rows of whole scans as one Arrow table in the table's schema."""
@@ -165,8 +165,16 @@ class EmbeddingTable:
         vector = pa.FixedSizeListArray.from_arrays(pa.array(flat), self.dim)
         key = pc.binary_join_element_wise(scan_id, window, pc.cast(slice_idx, pa.string()), "/")
         source_sig = pa.array(np.repeat([s.source_sig for s in scans], n).astype(object), pa.string())
-        columns = {"key": key, "scan_id": scan_id, "patient_id": patient, "window": window, "slice_idx": slice_idx,
-                   "z_mm": z_mm, "vector": vector, SOURCE_SIG: source_sig}
+        columns = {
+            "key": key,
+            "scan_id": scan_id,
+            "patient_id": patient,
+            "window": window,
+            "slice_idx": slice_idx,
+            "z_mm": z_mm,
+            "vector": vector,
+            SOURCE_SIG: source_sig,
+        }
         # A table made before source signatures has no source_sig column: its rows are written without one.
         return pa.Table.from_arrays([columns[n] for n in self.schema.names], names=self.schema.names).cast(self.schema)
 
@@ -254,7 +262,10 @@ class EmbeddingStore:
             "fragments": int(latest["metadata"].get("total_fragments", 0)),
             "indices": indices,
             "provenance": provenance,
-            "cohort": {"root": provenance.get("dataset_root"), "signature": cohort_signature(EmbeddingTable(tbl, self.path).stored_sources())},
+            "cohort": {
+                "root": provenance.get("dataset_root"),
+                "signature": cohort_signature(EmbeddingTable(tbl, self.path).stored_sources()),
+            },
         }
 
     def scan_ids(self, table: str) -> list[str]:
@@ -293,7 +304,9 @@ class EmbeddingStore:
             query = query.where(" AND ".join(where))
         with dbmod.storage_faults(self.path, name):
             rows = query.to_arrow()
-        return group_bags(rows, list(windows) if windows is not None else None, list(scan_ids) if scan_ids is not None else None)
+        return group_bags(
+            rows, list(windows) if windows is not None else None, list(scan_ids) if scan_ids is not None else None
+        )
 
     # -- writing ---------------------------------------------------------------------------------------------
 
@@ -324,7 +337,9 @@ class EmbeddingStore:
         # Checked before --overwrite drops anything: the results tables (runs, predictions) share this store.
         existing = dbmod.open_table(self.db, name)
         if existing is not None and not is_embedding_schema(existing.schema):
-            raise ClearbenchError(f"table '{name}' in {self.path} is not an embedding table; choose another name with --table")
+            raise ClearbenchError(
+                f"table '{name}' in {self.path} is not an embedding table; choose another name with --table"
+            )
         if overwrite and existing is not None:
             self.db.drop_table(name, ignore_missing=True)
         table = dbmod.open_or_create(self.db, name, embedding_schema(dim, provenance, windows))
@@ -383,4 +398,3 @@ class EmbeddingStore:
         self._open(table)
         with dbmod.storage_faults(self.path, table):
             self.db.drop_table(table)
-

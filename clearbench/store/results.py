@@ -217,12 +217,19 @@ class ResultsStore:
         with dbmod.storage_faults(self.path, RUNS):
             self._table(RUNS).update(
                 where=f"run_id = {dbmod.sql_str(run_id)}",
-                values={"status": status, "finished_at": now(), "summary": _json(summary), "folds_reused": _json(list(folds_reused))},
+                values={
+                    "status": status,
+                    "finished_at": now(),
+                    "summary": _json(summary),
+                    "folds_reused": _json(list(folds_reused)),
+                },
             )
 
     def discard_unfinished_fold(self, config_hash: str, fold: int) -> None:
         """Delete rows a killed run left for a fold that has no commit marker."""
-        self._delete((PREDICTIONS, METRICS, FOLDS), f"config_hash = {dbmod.sql_str(config_hash)} AND fold = {int(fold)}")
+        self._delete(
+            (PREDICTIONS, METRICS, FOLDS), f"config_hash = {dbmod.sql_str(config_hash)} AND fold = {int(fold)}"
+        )
 
     def delete_config(self, config_hash: str) -> None:
         """Forget every fold of a configuration (``--rerun``); the runs table keeps its history, its
@@ -231,7 +238,8 @@ class ResultsStore:
         with dbmod.storage_faults(self.path, RUNS):
             if self._existing(RUNS) is not None:
                 self._table(RUNS).update(
-                    where=f"config_hash = {dbmod.sql_str(config_hash)} AND status = 'complete'", values={"status": "superseded"}
+                    where=f"config_hash = {dbmod.sql_str(config_hash)} AND status = 'complete'",
+                    values={"status": "superseded"},
                 )
 
     def write_fold(self, fold_row: dict[str, Any], metric_rows: list[dict[str, Any]], predictions: pa.Table) -> None:
@@ -301,14 +309,17 @@ class ResultsStore:
         return sorted(rows, key=lambda r: r["started_at"], reverse=True)
 
     def metrics(self, config_hash: str, split: str | None = "test") -> pa.Table:
-        where = f"config_hash = {dbmod.sql_str(config_hash)}" + (f" AND split = {dbmod.sql_str(split)}" if split else "")
+        where = f"config_hash = {dbmod.sql_str(config_hash)}" + (
+            f" AND split = {dbmod.sql_str(split)}" if split else ""
+        )
         return self._read(METRICS, where)
 
-    def predictions(self, config_hash: str, role: str | None = "test", scan_ids: Iterable[str] | None = None) -> pa.Table:
+    def predictions(
+        self, config_hash: str, role: str | None = "test", scan_ids: Iterable[str] | None = None
+    ) -> pa.Table:
         where = [f"config_hash = {dbmod.sql_str(config_hash)}"]
         if role:
             where.append(f"role = {dbmod.sql_str(role)}")
         if scan_ids is not None:
             where.append(f"scan_id IN ({', '.join(dbmod.sql_str(s) for s in scan_ids) or dbmod.sql_str('')})")
         return self._read(PREDICTIONS, " AND ".join(where))
-

@@ -55,7 +55,7 @@ def windows_from_metadata(meta: dict[bytes, bytes] | None) -> dict[str, tuple[fl
     for key, value in (meta or {}).items():
         if key.startswith(prefix):
             lo, hi = (float(v) for v in value.decode().split())
-            out[key[len(prefix):].decode()] = (lo, hi)
+            out[key[len(prefix) :].decode()] = (lo, hi)
     return out
 
 
@@ -100,7 +100,9 @@ def provenance_differences(stored: dict[str, Any], new: dict[str, Any]) -> list[
     """The provenance entries that identify the vectors and differ, as ``name: stored -> new`` lines."""
     keys = sorted((set(stored) | set(new)) - _NOT_IDENTITY)
     if stored.get("weights_sha256") and stored.get("weights_sha256") == new.get("weights_sha256"):
-        keys = [k for k in keys if k != "weights"]  # the same file, perhaps moved: its path does not identify it, its hash does
+        keys = [
+            k for k in keys if k != "weights"
+        ]  # the same file, perhaps moved: its path does not identify it, its hash does
     diffs = []
     for key in keys:
         a, b = _canonical(_identity(key, stored.get(key))), _canonical(_identity(key, new.get(key)))

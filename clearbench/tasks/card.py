@@ -66,7 +66,14 @@ class TrainingSpec:
 
 
 # The paper's recipe (section 4.3) as training overrides: ``clearbench run --paper-recipe``.
-PAPER_TRAINING: dict[str, Any] = {"lr": 1e-4, "batch_size": 128, "max_epochs": 32, "patience": 8, "standardize": False, "min_steps": 0}
+PAPER_TRAINING: dict[str, Any] = {
+    "lr": 1e-4,
+    "batch_size": 128,
+    "max_epochs": 32,
+    "patience": 8,
+    "standardize": False,
+    "min_steps": 0,
+}
 
 
 @dataclass(frozen=True)
@@ -100,12 +107,12 @@ class TaskCard:
         """The head to train on embeddings of an encoder of ``kind`` (slice or volume)."""
         return self.heads[kind]
 
-    def with_training(self, **overrides: Any) -> "TaskCard":
+    def with_training(self, **overrides: Any) -> TaskCard:
         """This card with some training fields replaced (``None`` values keep the card's); unknown names raise."""
         given = {k: v for k, v in overrides.items() if v is not None}
         return replace(self, training=replace(self.training, **given)) if given else self
 
-    def train_config(self, epochs: int | None = None, device: str = "cpu") -> "TrainConfig":
+    def train_config(self, epochs: int | None = None, device: str = "cpu") -> TrainConfig:
         from clearbench.mil.train import TrainConfig
 
         t = self.training
@@ -182,7 +189,9 @@ class _Fields:
             raise self.fail(key, f"expected an integer >= {minimum}, got {value!r}")
         return value
 
-    def number(self, key: str, default: Any = ..., low: float = 0.0, high: float | None = None, open_low: bool = False) -> float:
+    def number(
+        self, key: str, default: Any = ..., low: float = 0.0, high: float | None = None, open_low: bool = False
+    ) -> float:
         value = self.get(key, default)
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if ok:
@@ -206,7 +215,7 @@ class _Fields:
             raise self.fail(key, f"duplicate entries in {list(value)!r}")
         return tuple(value)
 
-    def table(self, key: str) -> "_Fields":
+    def table(self, key: str) -> _Fields:
         value = self.get(key, {})
         if not isinstance(value, Mapping):
             raise self.fail(key, f"expected a table, got {value!r}")
@@ -214,8 +223,19 @@ class _Fields:
 
 
 _TOP = {
-    "name", "title", "description", "dataset", "type", "labels", "windows", "metrics", "protocol", "training", "heads",
-    "hit_rate_k", "min_test_patients",
+    "name",
+    "title",
+    "description",
+    "dataset",
+    "type",
+    "labels",
+    "windows",
+    "metrics",
+    "protocol",
+    "training",
+    "heads",
+    "hit_rate_k",
+    "min_test_patients",
 }
 
 

@@ -115,17 +115,37 @@ def _series_rows(s: _Series, rng: np.random.Generator, size: int, images: Path) 
         ann = les.annotate(zs, size=size, spacing_mm=px)
         key = keep[ann.key_index]
         x1, y1, x2, y2 = ann.box
-        box = (max(x1 - pad, 0.0) + 1, max(y1 - pad, 0.0) + 1, min(x2 + pad, size - 1.0) + 1,
-               min(y2 + pad, size - 1.0) + 1)
+        box = (
+            max(x1 - pad, 0.0) + 1,
+            max(y1 - pad, 0.0) + 1,
+            min(x2 + pad, size - 1.0) + 1,
+            min(y2 + pad, size - 1.0) + 1,
+        )
         recist = tuple(v + 1 for v in ann.recist)
         location = (ann.center_px[0] / size, ann.center_px[1] / size, les.shape.center[2] / an.length_mm)
         window = "-1500, 500" if les.type == "lung" else "-175, 275"
-        rows.append([
-            f"{s.folder}_{key:03d}.png", str(s.patient), str(s.study), str(s.series), str(key),
-            _fmt(recist), _fmt(box), _fmt(ann.diameters_px), _fmt(location), str(_TYPE_CODE[les.type]), "0",
-            f"{lo}, {hi}", f"{px:.6g}, {px:.6g}, {z_step:g}", f"{size}, {size}", window, s.sex,
-            "" if s.age is None else f"{s.age:g}", str(s.split),
-        ])
+        rows.append(
+            [
+                f"{s.folder}_{key:03d}.png",
+                str(s.patient),
+                str(s.study),
+                str(s.series),
+                str(key),
+                _fmt(recist),
+                _fmt(box),
+                _fmt(ann.diameters_px),
+                _fmt(location),
+                str(_TYPE_CODE[les.type]),
+                "0",
+                f"{lo}, {hi}",
+                f"{px:.6g}, {px:.6g}, {z_step:g}",
+                f"{size}, {size}",
+                window,
+                s.sex,
+                "" if s.age is None else f"{s.age:g}",
+                str(s.split),
+            ]
+        )
     rows.sort(key=lambda r: (int(r[4]), r[5]))
     return rows
 

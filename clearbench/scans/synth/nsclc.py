@@ -216,8 +216,9 @@ def write_cohort(
     # A second cohort written into the same folder would add a second CT series to every patient and replace
     # the clinical CSV, silently mixing two cohorts. Sizes down to 16 px still give a valid DICOM series (the
     # reader tests use them); the CLI asks for 32 px, as for the other datasets.
-    out = prepare_root(out, n_scans, size, dataset="NSCLC-Radiomics", markers=("*Lung1.clinical*.csv", "manifest-*"),
-                       min_size=16)
+    out = prepare_root(
+        out, n_scans, size, dataset="NSCLC-Radiomics", markers=("*Lung1.clinical*.csv", "manifest-*"), min_size=16
+    )
     collection = out / f"manifest-{1603198545583 + seed}" / "NSCLC-Radiomics"
     collection.mkdir(parents=True)
     stages = cohort_stages(n_scans, seed)

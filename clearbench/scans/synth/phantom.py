@@ -74,9 +74,28 @@ HU: dict[str, float] = {
 
 # Integer tissue codes of the label map (:func:`tissue_map`), in painting order of importance.
 TISSUES: tuple[str, ...] = (
-    "air", "skin", "fat", "muscle", "visceral_fat", "lung", "airway", "heart", "vessel", "esophagus",
-    "liver", "spleen", "kidney", "pancreas", "stomach", "bowel", "bladder", "bone", "disc", "canal",
-    "lesion", "finding",
+    "air",
+    "skin",
+    "fat",
+    "muscle",
+    "visceral_fat",
+    "lung",
+    "airway",
+    "heart",
+    "vessel",
+    "esophagus",
+    "liver",
+    "spleen",
+    "kidney",
+    "pancreas",
+    "stomach",
+    "bowel",
+    "bladder",
+    "bone",
+    "disc",
+    "canal",
+    "lesion",
+    "finding",
 )
 _T = {name: i for i, name in enumerate(TISSUES)}
 
@@ -104,8 +123,14 @@ LESION_DIAMETER_MM: dict[str, tuple[float, float]] = {
 
 # The CLEAR paper's 8 RAD-ChestCT abnormalities, and the extra findings the phantom can draw.
 CHEST_ABNORMALITIES: tuple[str, ...] = (
-    "emphysema", "bronchiectasis", "pleural_effusion", "atelectasis",
-    "fibrosis", "opacity", "calcification", "nodule",
+    "emphysema",
+    "bronchiectasis",
+    "pleural_effusion",
+    "atelectasis",
+    "fibrosis",
+    "opacity",
+    "calcification",
+    "nodule",
 )
 EXTRA_CHEST_FINDINGS: tuple[str, ...] = ("cardiomegaly", "pericardial_effusion", "lymphadenopathy")
 LOBES: tuple[str, ...] = ("right_upper", "right_mid", "right_lower", "left_upper", "left_mid", "left_lower")
@@ -253,8 +278,9 @@ class Anatomy:
 
     def core_section(self, z: float) -> Section:
         """The body without subcutaneous fat: the outer surface of the muscle wall."""
-        return Section(0.0, 0.0, float(np.interp(z, self.body_z, self.body_rx)),
-                       float(np.interp(z, self.body_z, self.body_ry)))
+        return Section(
+            0.0, 0.0, float(np.interp(z, self.body_z, self.body_rx)), float(np.interp(z, self.body_z, self.body_ry))
+        )
 
     def cavity_section(self, z: float) -> Section:
         """Inside the muscle wall: the abdominal cavity, or the chest inside the ribs."""
@@ -317,72 +343,149 @@ def sample_anatomy(rng: np.random.Generator, *, sex: str | None = None) -> Anato
     aorta_x = 18.0 * s
 
     parts: dict[str, Shape] = {
-        "lung_right": Ellipsoid((-lung_cx, 0.05 * cb, lung_base), (lung_rx, lung_ry, lung_apex - lung_base),
-                                z_min=lung_base),
-        "lung_left": Ellipsoid((lung_cx, 0.05 * cb, lung_base + 8.0),
-                               (lung_rx * 0.95, lung_ry, lung_apex - lung_base - 8.0), z_min=lung_base + 8.0),
-        "heart": Ellipsoid((22.0 * s, -22.0 * s, lung_base + 0.22 * (lung_apex - lung_base)),
-                           (_jitter(rng, 62.0, 0.08) * s, _jitter(rng, 48.0, 0.08) * s, 55.0 * s), angle=0.5),
-        "aorta_ascending": Tube(lung_base + 60.0, carina + 12.0, (-4.0, -28.0 * s), (-2.0, -18.0 * s),
-                                (15.0 * s, 15.0 * s)),
-        "aorta_arch": Tube(carina + 8.0, carina + 22.0, (6.0, trachea_y - 8.0), (6.0, trachea_y - 8.0),
-                           (30.0 * s, 10.0 * s), angle=-0.9),
-        "aorta_descending": Tube(0.27 * L, carina + 12.0, (8.0, spine_y(0.27 * L) - 30.0 * s),
-                                 (aorta_x, spine_y(carina) - 22.0 * s), (11.0 * s, 11.0 * s),
-                                 end_radii=(13.0 * s, 13.0 * s)),
-        "pulmonary_trunk": Tube(carina - 45.0, carina - 15.0, (18.0 * s, -38.0 * s), (20.0 * s, -25.0 * s),
-                                (14.0 * s, 13.0 * s)),
-        "svc": Tube(carina - 40.0, carina + 45.0, (-24.0 * s, -22.0 * s), (-22.0 * s, -20.0 * s),
-                    (9.0 * s, 9.0 * s)),
-        "ivc": Tube(0.26 * L, diaphragm, (-18.0 * s, spine_y(0.26 * L) - 30.0 * s),
-                    (-22.0 * s, spine_y(diaphragm) - 30.0 * s), (12.0 * s, 10.0 * s)),
+        "lung_right": Ellipsoid(
+            (-lung_cx, 0.05 * cb, lung_base), (lung_rx, lung_ry, lung_apex - lung_base), z_min=lung_base
+        ),
+        "lung_left": Ellipsoid(
+            (lung_cx, 0.05 * cb, lung_base + 8.0),
+            (lung_rx * 0.95, lung_ry, lung_apex - lung_base - 8.0),
+            z_min=lung_base + 8.0,
+        ),
+        "heart": Ellipsoid(
+            (22.0 * s, -22.0 * s, lung_base + 0.22 * (lung_apex - lung_base)),
+            (_jitter(rng, 62.0, 0.08) * s, _jitter(rng, 48.0, 0.08) * s, 55.0 * s),
+            angle=0.5,
+        ),
+        "aorta_ascending": Tube(
+            lung_base + 60.0, carina + 12.0, (-4.0, -28.0 * s), (-2.0, -18.0 * s), (15.0 * s, 15.0 * s)
+        ),
+        "aorta_arch": Tube(
+            carina + 8.0,
+            carina + 22.0,
+            (6.0, trachea_y - 8.0),
+            (6.0, trachea_y - 8.0),
+            (30.0 * s, 10.0 * s),
+            angle=-0.9,
+        ),
+        "aorta_descending": Tube(
+            0.27 * L,
+            carina + 12.0,
+            (8.0, spine_y(0.27 * L) - 30.0 * s),
+            (aorta_x, spine_y(carina) - 22.0 * s),
+            (11.0 * s, 11.0 * s),
+            end_radii=(13.0 * s, 13.0 * s),
+        ),
+        "pulmonary_trunk": Tube(
+            carina - 45.0, carina - 15.0, (18.0 * s, -38.0 * s), (20.0 * s, -25.0 * s), (14.0 * s, 13.0 * s)
+        ),
+        "svc": Tube(carina - 40.0, carina + 45.0, (-24.0 * s, -22.0 * s), (-22.0 * s, -20.0 * s), (9.0 * s, 9.0 * s)),
+        "ivc": Tube(
+            0.26 * L,
+            diaphragm,
+            (-18.0 * s, spine_y(0.26 * L) - 30.0 * s),
+            (-22.0 * s, spine_y(diaphragm) - 30.0 * s),
+            (12.0 * s, 10.0 * s),
+        ),
         "trachea": Tube(carina, L + 20.0, (0.0, trachea_y), (0.0, trachea_y - 8.0), (9.0 * s, 8.0 * s)),
-        "bronchus_right": Tube(carina - 25.0, carina, (-42.0 * s, trachea_y + 8.0), (-4.0, trachea_y),
-                               (6.5 * s, 6.0 * s)),
-        "bronchus_left": Tube(carina - 35.0, carina, (44.0 * s, trachea_y + 10.0), (4.0, trachea_y),
-                              (6.0 * s, 5.5 * s)),
-        "esophagus": Tube(diaphragm - 20.0, L + 20.0, (20.0 * s, spine_y(diaphragm) - 34.0 * s),
-                          (6.0 * s, trachea_y + 13.0 * s), (8.0 * s, 7.0 * s)),
-        "liver": Ellipsoid((-55.0 * s, -5.0 * s, diaphragm - 72.0 * s),
-                           (_jitter(rng, 88.0, 0.08) * s, 78.0 * s, _jitter(rng, 80.0, 0.08) * s), angle=0.3),
-        "liver_left": Ellipsoid((18.0 * s, -48.0 * s, diaphragm - 45.0 * s), (52.0 * s, 30.0 * s, 42.0 * s),
-                                angle=-0.2),
-        "spleen": Ellipsoid((85.0 * s, 42.0 * s, diaphragm - 75.0 * s),
-                            (_jitter(rng, 28.0, 0.1) * s, 48.0 * s, 50.0 * s), angle=-0.6),
-        "stomach": Ellipsoid((55.0 * s, -30.0 * s, diaphragm - 55.0 * s), (42.0 * s, 34.0 * s, 45.0 * s),
-                             angle=0.4),
-        "pancreas": Ellipsoid((12.0 * s, 2.0 * s, diaphragm - 120.0 * s), (62.0 * s, 12.0 * s, 16.0 * s),
-                              angle=-0.15),
-        "kidney_right": Ellipsoid((-68.0 * s, spine_y(0.37 * L) - 2.0 * s, diaphragm - 150.0 * s),
-                                  (28.0 * s, 35.0 * s, 55.0 * s), angle=0.35),
-        "kidney_left": Ellipsoid((68.0 * s, spine_y(0.37 * L) - 2.0 * s, diaphragm - 135.0 * s),
-                                 (28.0 * s, 35.0 * s, 55.0 * s), angle=-0.35),
+        "bronchus_right": Tube(
+            carina - 25.0, carina, (-42.0 * s, trachea_y + 8.0), (-4.0, trachea_y), (6.5 * s, 6.0 * s)
+        ),
+        "bronchus_left": Tube(
+            carina - 35.0, carina, (44.0 * s, trachea_y + 10.0), (4.0, trachea_y), (6.0 * s, 5.5 * s)
+        ),
+        "esophagus": Tube(
+            diaphragm - 20.0,
+            L + 20.0,
+            (20.0 * s, spine_y(diaphragm) - 34.0 * s),
+            (6.0 * s, trachea_y + 13.0 * s),
+            (8.0 * s, 7.0 * s),
+        ),
+        "liver": Ellipsoid(
+            (-55.0 * s, -5.0 * s, diaphragm - 72.0 * s),
+            (_jitter(rng, 88.0, 0.08) * s, 78.0 * s, _jitter(rng, 80.0, 0.08) * s),
+            angle=0.3,
+        ),
+        "liver_left": Ellipsoid(
+            (18.0 * s, -48.0 * s, diaphragm - 45.0 * s), (52.0 * s, 30.0 * s, 42.0 * s), angle=-0.2
+        ),
+        "spleen": Ellipsoid(
+            (85.0 * s, 42.0 * s, diaphragm - 75.0 * s), (_jitter(rng, 28.0, 0.1) * s, 48.0 * s, 50.0 * s), angle=-0.6
+        ),
+        "stomach": Ellipsoid((55.0 * s, -30.0 * s, diaphragm - 55.0 * s), (42.0 * s, 34.0 * s, 45.0 * s), angle=0.4),
+        "pancreas": Ellipsoid((12.0 * s, 2.0 * s, diaphragm - 120.0 * s), (62.0 * s, 12.0 * s, 16.0 * s), angle=-0.15),
+        "kidney_right": Ellipsoid(
+            (-68.0 * s, spine_y(0.37 * L) - 2.0 * s, diaphragm - 150.0 * s), (28.0 * s, 35.0 * s, 55.0 * s), angle=0.35
+        ),
+        "kidney_left": Ellipsoid(
+            (68.0 * s, spine_y(0.37 * L) - 2.0 * s, diaphragm - 135.0 * s), (28.0 * s, 35.0 * s, 55.0 * s), angle=-0.35
+        ),
         "bladder": Ellipsoid((0.0, -48.0 * s, 0.075 * L), (_jitter(rng, 45.0, 0.15) * s, 34.0 * s, 42.0 * s)),
         "rectum": Tube(0.0, 0.2 * L, (0.0, 40.0 * s), (0.0, 55.0 * s), (17.0 * s, 15.0 * s)),
-        "colon_right": Tube(0.22 * L, diaphragm - 110.0 * s, (-95.0 * s, -5.0), (-92.0 * s, 0.0),
-                            (22.0 * s, 22.0 * s)),
-        "colon_left": Tube(0.22 * L, diaphragm - 80.0 * s, (97.0 * s, 10.0), (88.0 * s, 25.0),
-                           (19.0 * s, 19.0 * s)),
-        "bowel_region": Tube(0.09 * L, diaphragm - 90.0 * s, (0.0, -20.0 * s), (0.0, -35.0 * s),
-                             (95.0 * s, 62.0 * s), end_radii=(90.0 * s, 50.0 * s)),
-        "psoas_right": Tube(0.12 * L, 0.42 * L, (-55.0 * s, spine_y(0.12 * L) - 40.0 * s),
-                            (-30.0 * s, spine_y(0.42 * L) - 5.0 * s), (22.0 * s, 20.0 * s),
-                            end_radii=(12.0 * s, 12.0 * s)),
-        "psoas_left": Tube(0.12 * L, 0.42 * L, (55.0 * s, spine_y(0.12 * L) - 40.0 * s),
-                           (30.0 * s, spine_y(0.42 * L) - 5.0 * s), (22.0 * s, 20.0 * s),
-                           end_radii=(12.0 * s, 12.0 * s)),
-        "gluteal_right": Tube(0.0, 0.2 * L, (-70.0 * s, 55.0 * s), (-62.0 * s, 60.0 * s), (50.0 * s, 38.0 * s),
-                              angle=0.3),
-        "gluteal_left": Tube(0.0, 0.2 * L, (70.0 * s, 55.0 * s), (62.0 * s, 60.0 * s), (50.0 * s, 38.0 * s),
-                             angle=-0.3),
-        "sternum": Tube(lung_base + 40.0, L * 0.93, (0.0, -(core(0.7 * L)[1] - mus - 6.0 * s)),
-                        (0.0, -(core(0.9 * L)[1] - mus - 4.0 * s)), (14.0 * s, 7.0 * s)),
-        "iliac_right": Tube(0.10 * L, 0.25 * L, (-65.0 * s, 38.0 * s), (-85.0 * s, 10.0 * s),
-                            (38.0 * s, 9.0 * s), end_radii=(48.0 * s, 8.0 * s), angle=-0.9),
-        "iliac_left": Tube(0.10 * L, 0.25 * L, (65.0 * s, 38.0 * s), (85.0 * s, 10.0 * s),
-                           (38.0 * s, 9.0 * s), end_radii=(48.0 * s, 8.0 * s), angle=0.9),
-        "sacrum": Tube(0.09 * L, 0.22 * L, (0.0, spine_y(0.1 * L) + 18.0 * s), (0.0, spine_y(0.22 * L)),
-                       (22.0 * s, 14.0 * s), end_radii=(42.0 * s, 18.0 * s)),
+        "colon_right": Tube(0.22 * L, diaphragm - 110.0 * s, (-95.0 * s, -5.0), (-92.0 * s, 0.0), (22.0 * s, 22.0 * s)),
+        "colon_left": Tube(0.22 * L, diaphragm - 80.0 * s, (97.0 * s, 10.0), (88.0 * s, 25.0), (19.0 * s, 19.0 * s)),
+        "bowel_region": Tube(
+            0.09 * L,
+            diaphragm - 90.0 * s,
+            (0.0, -20.0 * s),
+            (0.0, -35.0 * s),
+            (95.0 * s, 62.0 * s),
+            end_radii=(90.0 * s, 50.0 * s),
+        ),
+        "psoas_right": Tube(
+            0.12 * L,
+            0.42 * L,
+            (-55.0 * s, spine_y(0.12 * L) - 40.0 * s),
+            (-30.0 * s, spine_y(0.42 * L) - 5.0 * s),
+            (22.0 * s, 20.0 * s),
+            end_radii=(12.0 * s, 12.0 * s),
+        ),
+        "psoas_left": Tube(
+            0.12 * L,
+            0.42 * L,
+            (55.0 * s, spine_y(0.12 * L) - 40.0 * s),
+            (30.0 * s, spine_y(0.42 * L) - 5.0 * s),
+            (22.0 * s, 20.0 * s),
+            end_radii=(12.0 * s, 12.0 * s),
+        ),
+        "gluteal_right": Tube(
+            0.0, 0.2 * L, (-70.0 * s, 55.0 * s), (-62.0 * s, 60.0 * s), (50.0 * s, 38.0 * s), angle=0.3
+        ),
+        "gluteal_left": Tube(
+            0.0, 0.2 * L, (70.0 * s, 55.0 * s), (62.0 * s, 60.0 * s), (50.0 * s, 38.0 * s), angle=-0.3
+        ),
+        "sternum": Tube(
+            lung_base + 40.0,
+            L * 0.93,
+            (0.0, -(core(0.7 * L)[1] - mus - 6.0 * s)),
+            (0.0, -(core(0.9 * L)[1] - mus - 4.0 * s)),
+            (14.0 * s, 7.0 * s),
+        ),
+        "iliac_right": Tube(
+            0.10 * L,
+            0.25 * L,
+            (-65.0 * s, 38.0 * s),
+            (-85.0 * s, 10.0 * s),
+            (38.0 * s, 9.0 * s),
+            end_radii=(48.0 * s, 8.0 * s),
+            angle=-0.9,
+        ),
+        "iliac_left": Tube(
+            0.10 * L,
+            0.25 * L,
+            (65.0 * s, 38.0 * s),
+            (85.0 * s, 10.0 * s),
+            (38.0 * s, 9.0 * s),
+            end_radii=(48.0 * s, 8.0 * s),
+            angle=0.9,
+        ),
+        "sacrum": Tube(
+            0.09 * L,
+            0.22 * L,
+            (0.0, spine_y(0.1 * L) + 18.0 * s),
+            (0.0, spine_y(0.22 * L)),
+            (22.0 * s, 14.0 * s),
+            end_radii=(42.0 * s, 18.0 * s),
+        ),
         "femoral_head_right": Ellipsoid((-88.0 * s, 2.0 * s, 0.06 * L), (23.0 * s, 23.0 * s, 23.0 * s)),
         "femoral_head_left": Ellipsoid((88.0 * s, 2.0 * s, 0.06 * L), (23.0 * s, 23.0 * s, 23.0 * s)),
         "acetabulum_right": Ellipsoid((-80.0 * s, 4.0 * s, 0.075 * L), (34.0 * s, 32.0 * s, 30.0 * s)),
@@ -536,8 +639,10 @@ def _paint_anatomy(c: SliceCanvas, features: Sequence[Feature]) -> None:
     _paint_paraspinal(c)
     c.paint(p["bladder"].section(z), HU["bladder"], "bladder")
     for name, hu, tissue in (
-        ("liver", HU["liver"], "liver"), ("liver_left", HU["liver"], "liver"),
-        ("spleen", HU["spleen"], "spleen"), ("pancreas", HU["pancreas"], "pancreas"),
+        ("liver", HU["liver"], "liver"),
+        ("liver_left", HU["liver"], "liver"),
+        ("spleen", HU["spleen"], "spleen"),
+        ("pancreas", HU["pancreas"], "pancreas"),
     ):
         c.paint(p[name].section(z), hu, tissue)
     stomach = p["stomach"].section(z)
@@ -645,8 +750,17 @@ def _paint_bones(c: SliceCanvas) -> None:
         c.paint(arch, HU["cortical"] * 0.7, "bone")
         c.paint(Section(0.0, y + 45.0 * s, 5.0 * s, 13.0 * s), HU["cortical"] * 0.7, "bone")
         c.paint(Section(0.0, y + 25.0 * s, 8.0 * s, 8.0 * s), HU["csf"], "canal")
-    for name in ("sacrum", "iliac_right", "iliac_left", "acetabulum_right", "acetabulum_left",
-                 "femoral_head_right", "femoral_head_left", "pubis", "sternum"):
+    for name in (
+        "sacrum",
+        "iliac_right",
+        "iliac_left",
+        "acetabulum_right",
+        "acetabulum_left",
+        "femoral_head_right",
+        "femoral_head_left",
+        "pubis",
+        "sternum",
+    ):
         _bone(c, p[name].section(z), cortex_mm=2.0)
     _paint_ribs(c)
 
@@ -666,8 +780,10 @@ def _paint_ribs(c: SliceCanvas) -> None:
     got_in = c.alpha(cav)
     inner = np.zeros_like(a_out)
     if got_in is not None:
-        inner[got_in[0][0].start - box[0].start: got_in[0][0].stop - box[0].start,
-              got_in[0][1].start - box[1].start: got_in[0][1].stop - box[1].start] = got_in[1]
+        inner[
+            got_in[0][0].start - box[0].start : got_in[0][0].stop - box[0].start,
+            got_in[0][1].start - box[1].start : got_in[0][1].stop - box[1].start,
+        ] = got_in[1]
     ring = np.clip(a_out - inner, 0.0, 1.0)
     xs, ys = c.xs[box[1]], c.ys[box[0]]
     theta = np.arctan2(xs[None, :] / cav.a, ys[:, None] / cav.b)  # 0 = posterior, ±pi = anterior
@@ -682,7 +798,9 @@ def _paint_ribs(c: SliceCanvas) -> None:
 
 
 # --- rendering ---------------------------------------------------------------------------------
-def pixel_grid(size: int, spacing_mm: float, center_mm: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+def pixel_grid(
+    size: int, spacing_mm: float, center_mm: tuple[float, float] = (0.0, 0.0)
+) -> tuple[np.ndarray, np.ndarray]:
     """The x (columns, right→left) and y (rows, anterior→posterior) of pixel centres, in mm."""
     offsets = (np.arange(size, dtype=np.float64) - (size - 1) / 2.0) * spacing_mm
     return center_mm[0] + offsets, center_mm[1] + offsets
@@ -824,8 +942,11 @@ class PhantomLesion:
 
 def _lesion_shape(rng: np.random.Generator, center: tuple[float, float, float], diameter: float) -> Ellipsoid:
     a = diameter / 2.0
-    return Ellipsoid(center, (a, a * float(rng.uniform(0.72, 1.0)), a * float(rng.uniform(0.8, 1.1))),
-                     angle=float(rng.uniform(0.0, math.pi)))
+    return Ellipsoid(
+        center,
+        (a, a * float(rng.uniform(0.72, 1.0)), a * float(rng.uniform(0.8, 1.1))),
+        angle=float(rng.uniform(0.0, math.pi)),
+    )
 
 
 def _in_section(rng: np.random.Generator, sec: Section, max_rho: float, min_rho: float = 0.0) -> tuple[float, float]:
@@ -836,8 +957,7 @@ def _in_section(rng: np.random.Generator, sec: Section, max_rho: float, min_rho:
     return sec.cx + u * c - v * s, sec.cy + u * s + v * c
 
 
-def _fits(anatomy: Anatomy, center: tuple[float, float, float], radius: float, allowed: set[str],
-          need: int) -> bool:
+def _fits(anatomy: Anatomy, center: tuple[float, float, float], radius: float, allowed: set[str], need: int) -> bool:
     """Whether the centre and at least ``need`` of 8 points around it lie in ``allowed`` tissue."""
     x, y, z = center
     if tissue_at(anatomy, x, y, z) not in allowed:
@@ -851,8 +971,9 @@ def _fits(anatomy: Anatomy, center: tuple[float, float, float], radius: float, a
     return hits >= need
 
 
-def _propose(anatomy: Anatomy, kind: str, rng: np.random.Generator, radius: float
-             ) -> tuple[tuple[float, float, float], set[str], int] | None:
+def _propose(
+    anatomy: Anatomy, kind: str, rng: np.random.Generator, radius: float
+) -> tuple[tuple[float, float, float], set[str], int] | None:
     """A candidate centre for a lesion of ``kind``, the tissues it must sit in, and how many ring points."""
     p, L, s = anatomy.parts, anatomy.length_mm, anatomy.scale
     if kind == "lung":
@@ -980,8 +1101,11 @@ def lung_tumour(
         if _fits(anatomy, center, min(radius, 0.45 * sec.b), {"lung"}, need):
             break
     assert center is not None
-    shape = Ellipsoid(center, (radius, radius * float(rng.uniform(0.8, 1.0)), radius * float(rng.uniform(0.85, 1.1))),
-                      angle=float(rng.uniform(0.0, math.pi)))
+    shape = Ellipsoid(
+        center,
+        (radius, radius * float(rng.uniform(0.8, 1.0)), radius * float(rng.uniform(0.85, 1.1))),
+        angle=float(rng.uniform(0.0, math.pi)),
+    )
     return PhantomLesion("lung", shape, 38.0)
 
 
@@ -1117,8 +1241,9 @@ class ChestFinding:
             part.paint(canvas)
 
 
-def _point_in_lobe(anatomy: Anatomy, lobe: str, rng: np.random.Generator, max_rho: float, margin: float = 0.0
-                   ) -> tuple[float, float, float]:
+def _point_in_lobe(
+    anatomy: Anatomy, lobe: str, rng: np.random.Generator, max_rho: float, margin: float = 0.0
+) -> tuple[float, float, float]:
     side = lobe.split("_")[0]
     lung = anatomy.parts[f"lung_{side}"]
     lo, hi = _lobe_z(anatomy, lobe)
@@ -1156,8 +1281,9 @@ def chest_finding(anatomy: Anatomy, name: str, rng: np.random.Generator) -> Ches
         for side in sides:
             lung = anatomy.parts[f"lung_{side}"]
             z_lo = lo_lung + 0.4 * (hi_lung - lo_lung)
-            env = Ellipsoid((lung.center[0], lung.center[1], hi_lung), (lung.radii[0] * 1.1, lung.radii[1] * 1.1,
-                                                                        hi_lung - z_lo))
+            env = Ellipsoid(
+                (lung.center[0], lung.center[1], hi_lung), (lung.radii[0] * 1.1, lung.radii[1] * 1.1, hi_lung - z_lo)
+            )
             parts.append(LungTexture(side, env, Field.sample(rng, 28.0), float(rng.uniform(-0.6, -0.2)), -975.0))
             for _ in range(int(rng.integers(1, 3))):
                 c = _point_in_lobe(anatomy, f"{side}_upper", rng, 0.75)
@@ -1179,17 +1305,23 @@ def chest_finding(anatomy: Anatomy, name: str, rng: np.random.Generator) -> Ches
             if sec is None:
                 continue
             c = (sec.cx + float(rng.uniform(-0.3, 0.3)) * sec.a, sec.cy + 0.75 * sec.b, (lo + hi) / 2)
-            parts.append(Blob(Ellipsoid(c, (sec.a * 0.75, float(rng.uniform(18.0, 28.0)) * s, (hi - lo) * 0.6)),
-                              40.0, lung_only=side))
+            parts.append(
+                Blob(
+                    Ellipsoid(c, (sec.a * 0.75, float(rng.uniform(18.0, 28.0)) * s, (hi - lo) * 0.6)),
+                    40.0,
+                    lung_only=side,
+                )
+            )
             labels.append(f"atelectasis*{lobe}")
     elif name == "fibrosis":
         sides = ["right", "left"] if rng.random() < 0.8 else [("right", "left")[int(rng.integers(2))]]
         for side in sides:
             lung = anatomy.parts[f"lung_{side}"]
-            env = Ellipsoid((lung.center[0], lung.center[1], lo_lung), (lung.radii[0] * 1.1, lung.radii[1] * 1.1,
-                                                                        0.65 * (hi_lung - lo_lung)))
-            parts.append(LungTexture(side, env, Field.sample(rng, 14.0), 0.5, -150.0, reticular=True,
-                                     peripheral=0.45))
+            env = Ellipsoid(
+                (lung.center[0], lung.center[1], lo_lung),
+                (lung.radii[0] * 1.1, lung.radii[1] * 1.1, 0.65 * (hi_lung - lo_lung)),
+            )
+            parts.append(LungTexture(side, env, Field.sample(rng, 14.0), 0.5, -150.0, reticular=True, peripheral=0.45))
             labels += [f"fibrosis*{side}_lower", f"fibrosis*{side}_mid", f"reticulation*{side}_lower"]
         labels.append("fibrosis*lung")
     elif name == "opacity":
@@ -1230,8 +1362,11 @@ def chest_finding(anatomy: Anatomy, name: str, rng: np.random.Generator) -> Ches
                 cz = heart.center[2] + 0.4 * heart.radii[2]
                 for k in range(3):
                     t = -2.2 + 0.6 * k
-                    c = (heart.center[0] + heart.radii[0] * 0.8 * math.cos(t),
-                         heart.center[1] + heart.radii[1] * 0.8 * math.sin(t), cz - 8.0 * k)
+                    c = (
+                        heart.center[0] + heart.radii[0] * 0.8 * math.cos(t),
+                        heart.center[1] + heart.radii[1] * 0.8 * math.sin(t),
+                        cz - 8.0 * k,
+                    )
                     parts.append(Blob(Ellipsoid(c, (6.0, 6.0, 8.0)), 1000.0, layer="top"))
                 labels += ["calcification*heart", "coronary_artery_disease*heart"]
     elif name == "nodule":
@@ -1269,8 +1404,11 @@ def chest_finding(anatomy: Anatomy, name: str, rng: np.random.Generator) -> Ches
     elif name == "lymphadenopathy":
         trachea = anatomy.parts["trachea"]
         for _ in range(int(rng.integers(2, 4))):
-            c = (float(rng.uniform(-30.0, 30.0)) * s, trachea.start[1] - float(rng.uniform(5.0, 30.0)) * s,
-                 trachea.z0 + float(rng.uniform(-30.0, 35.0)))
+            c = (
+                float(rng.uniform(-30.0, 30.0)) * s,
+                trachea.start[1] - float(rng.uniform(5.0, 30.0)) * s,
+                trachea.z0 + float(rng.uniform(-30.0, 35.0)),
+            )
             d = float(rng.uniform(20.0, 32.0))
             parts.append(Blob(_lesion_shape(rng, c, d), 45.0))
         labels += ["lymphadenopathy*mediastinum", "lymphadenopathy*hilum"]

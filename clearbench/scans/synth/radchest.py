@@ -33,29 +33,47 @@ from clearbench.scans.synth.phantom import LOBES, chest_finding, render, sample_
 
 # Prevalence of each finding in the synthetic cohort.
 PREVALENCE: dict[str, float] = {
-    "emphysema": 0.3, "bronchiectasis": 0.25, "pleural_effusion": 0.25, "atelectasis": 0.35,
-    "fibrosis": 0.25, "opacity": 0.35, "calcification": 0.4, "nodule": 0.4,
-    "cardiomegaly": 0.15, "pericardial_effusion": 0.1, "lymphadenopathy": 0.2,
+    "emphysema": 0.3,
+    "bronchiectasis": 0.25,
+    "pleural_effusion": 0.25,
+    "atelectasis": 0.35,
+    "fibrosis": 0.25,
+    "opacity": 0.35,
+    "calcification": 0.4,
+    "nodule": 0.4,
+    "cardiomegaly": 0.15,
+    "pericardial_effusion": 0.1,
+    "lymphadenopathy": 0.2,
 }
 
 _SIDES = ("right", "left")
 _LOWER_MID = tuple(f"{s}_{lvl}" for s in _SIDES for lvl in ("lower", "mid"))
 LABEL_COLUMNS: tuple[str, ...] = tuple(
     [f"emphysema*{s}_{lvl}" for s in _SIDES for lvl in ("upper", "mid")]
-    + [f"emphysema*{s}_lung" for s in _SIDES] + ["emphysema*lung"]
-    + [f"bronchiectasis*{loc}" for loc in _LOWER_MID] + ["bronchiectasis*airways"]
+    + [f"emphysema*{s}_lung" for s in _SIDES]
+    + ["emphysema*lung"]
+    + [f"bronchiectasis*{loc}" for loc in _LOWER_MID]
+    + ["bronchiectasis*airways"]
     + [f"pleural_effusion*{s}" for s in _SIDES]
     + [f"atelectasis*{loc}" for loc in _LOWER_MID]
-    + [f"fibrosis*{loc}" for loc in _LOWER_MID] + ["fibrosis*lung"]
+    + [f"fibrosis*{loc}" for loc in _LOWER_MID]
+    + ["fibrosis*lung"]
     + [f"opacity*{lobe}" for lobe in LOBES]
     + [f"calcification*{loc}" for loc in (*LOBES, "hilum", "mediastinum", "aorta", "heart")]
     + [f"nodule*{lobe}" for lobe in LOBES]
     + [f"nodulegr1cm*{lobe}" for lobe in LOBES]
     + [f"groundglass*{lobe}" for lobe in LOBES]
     + [f"reticulation*{s}_lower" for s in _SIDES]
-    + ["atherosclerosis*aorta", "coronary_artery_disease*heart", "cardiomegaly*heart",
-       "pericardial_effusion*heart", "lymphadenopathy*mediastinum", "lymphadenopathy*hilum"]
-    + [f"pneumothorax*{s}" for s in _SIDES] + [f"consolidation*{s}_lower" for s in _SIDES]
+    + [
+        "atherosclerosis*aorta",
+        "coronary_artery_disease*heart",
+        "cardiomegaly*heart",
+        "pericardial_effusion*heart",
+        "lymphadenopathy*mediastinum",
+        "lymphadenopathy*hilum",
+    ]
+    + [f"pneumothorax*{s}" for s in _SIDES]
+    + [f"consolidation*{s}_lower" for s in _SIDES]
 )
 SPLITS: dict[str, tuple[str, str, str]] = {  # prefix -> (label CSV subset, Set_Assigned, Subset_Assigned)
     "trn": ("imgtrain", "imgtrain_notetrain", "imgtrain"),
@@ -90,8 +108,9 @@ def write_cohort(
 
     The same ``seed`` gives byte-identical files. ``progress`` is called with 1 after each volume.
     """
-    out = prepare_root(out, n_scans, size, dataset="RAD-ChestCT",
-                       markers=("*_Abnormality_and_Location_Labels.csv", "*.npz"))
+    out = prepare_root(
+        out, n_scans, size, dataset="RAD-ChestCT", markers=("*_Abnormality_and_Location_Labels.csv", "*.npz")
+    )
     rng = np.random.default_rng(seed)
 
     counters = {prefix: 0 for prefix in SPLITS}
@@ -117,13 +136,31 @@ def write_cohort(
             spacing = round(anatomy.fov_mm / size, 4)
             lo, hi = anatomy.regions["chest"]
             z_desc = np.arange(hi, lo, -spacing)  # superior -> inferior, as the release stores axis 0
-            hu = render(anatomy, z_desc, size=size, spacing_mm=spacing, features=findings,
-                        noise_seed=int(rng.integers(0, 2**31 - 1)))
+            hu = render(
+                anatomy,
+                z_desc,
+                size=size,
+                spacing_mm=spacing,
+                features=findings,
+                noise_seed=int(rng.integers(0, 2**31 - 1)),
+            )
             save_npz(out / f"{acc}.npz", np.clip(hu, -1000, 1000).astype(np.int16))
             label_rows[prefix].append([acc, *(1 if c in positive else 0 for c in LABEL_COLUMNS)])
             _, set_name, subset = SPLITS[prefix]
-            meta_rows.append([f"{acc}.npz", acc, f"mrn{patient:05d}", set_name, subset, str(age), anatomy.sex,
-                              f"{spacing:g}", str(hu.shape[0]), str(size)])
+            meta_rows.append(
+                [
+                    f"{acc}.npz",
+                    acc,
+                    f"mrn{patient:05d}",
+                    set_name,
+                    subset,
+                    str(age),
+                    anatomy.sex,
+                    f"{spacing:g}",
+                    str(hu.shape[0]),
+                    str(size),
+                ]
+            )
             written += 1
             if progress is not None:
                 progress(1)
@@ -136,7 +173,19 @@ def write_cohort(
     meta_rows.sort(key=lambda r: r[1])
     with (out / f"CT_Scan_Metadata_Complete_{n_scans}.csv").open("w", newline="") as fh:
         writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["VolumeAcc_DEID", "NoteAcc_DEID", "MRN_DEID", "Set_Assigned", "Subset_Assigned",
-                         "PatientAge", "PatientSex", "final_spacing", "final_numslices", "final_square"])
+        writer.writerow(
+            [
+                "VolumeAcc_DEID",
+                "NoteAcc_DEID",
+                "MRN_DEID",
+                "Set_Assigned",
+                "Subset_Assigned",
+                "PatientAge",
+                "PatientSex",
+                "final_spacing",
+                "final_numslices",
+                "final_square",
+            ]
+        )
         writer.writerows(meta_rows)
     return out

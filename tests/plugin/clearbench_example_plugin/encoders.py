@@ -30,7 +30,11 @@ class TinyConvFamily(ImageSliceFamily):
     name: ClassVar[str] = "example-tinyconv"
     heads: ClassVar[tuple[str, ...]] = ("head.",)
     default_params: ClassVar[Mapping[str, Any]] = {"width": 16}
-    default_preprocessing: ClassVar[Mapping[str, Any]] = {**ImageSliceFamily.default_preprocessing, "size": 64, "crop": 64}
+    default_preprocessing: ClassVar[Mapping[str, Any]] = {
+        **ImageSliceFamily.default_preprocessing,
+        "size": 64,
+        "crop": 64,
+    }
 
     def build(self, params: Mapping[str, Any]) -> nn.Module:
         return build_tinyconv(int(params["width"]))
