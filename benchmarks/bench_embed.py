@@ -34,8 +34,8 @@ import torch
 
 from clearbench.embedding import embed
 from clearbench.encoders.registry import load_encoder
+from clearbench.problems import ProblemLog
 from clearbench.scans.deeplesion import DeepLesionReader
-from clearbench.scans.problems import ProblemLog
 from clearbench.scans.synth.deeplesion import write_cohort
 from clearbench.scans.windows import WINDOWS, apply_window
 from clearbench.store import EmbeddingStore, ScanEmbeddings

@@ -36,10 +36,10 @@ from clearbench.explaining.hit_rate import hit_rate, near_key_slices
 from clearbench.explaining.source import key_slices_by_scan
 from clearbench.mil.data import BagSet
 from clearbench.mil.train import TrainConfig
+from clearbench.problems import ProblemLog
 from clearbench.protocols.cv import run_fold
 from clearbench.protocols.metrics import label_metrics, macro_average
 from clearbench.protocols.splits import Fold, make_folds
-from clearbench.scans.problems import ProblemLog
 from clearbench.scans.registry import open_dataset
 from clearbench.scans.synth.deeplesion import write_cohort
 from clearbench.store import EmbeddingStore

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from clearbench.problems import ProblemLog
 from clearbench.scans.deeplesion import DeepLesionReader
-from clearbench.scans.problems import ProblemLog
 from clearbench.scans.synth.deeplesion import write_cohort
 
 

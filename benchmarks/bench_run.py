@@ -39,11 +39,11 @@ from clearbench.mil.data import BagSet, make_batch
 from clearbench.mil.heads import ABMIL
 from clearbench.mil.train import TrainConfig, seed_everything
 from clearbench.protocols.cv import run_fold
-from clearbench.protocols.spec import ProtocolSpec
 from clearbench.protocols.splits import make_folds
 from clearbench.scans.windows import get_window
 from clearbench.store import EmbeddingStore, ScanEmbeddings
 from clearbench.tasks.card import HeadSpec
+from clearbench.tasks.spec import ProtocolSpec
 
 PAPER_PAD = 512
 

@@ -7,13 +7,9 @@ The public Python API is re-exported lazily so that ``import clearbench`` stays 
 from __future__ import annotations
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-try:
-    __version__ = version("clearbench")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+from clearbench.version import __version__
 
 # name -> module that defines it; extended as parts of the API land.
 _LAZY: dict[str, str] = {

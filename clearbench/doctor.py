@@ -8,8 +8,8 @@ from importlib.metadata import PackageNotFoundError, version
 from importlib.util import find_spec
 from typing import Any
 
-from clearbench import __version__
 from clearbench.config import config_path, dataset_roots, home, store_path
+from clearbench.version import __version__
 
 # extra name -> (import name, what it enables)
 EXTRAS: dict[str, tuple[str, str]] = {

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from clearbench.errors import InputError
+from clearbench.problems import ProblemLog
 from clearbench.scans.dicom import DicomCohortReader
 from clearbench.scans.nifti import NiftiCohortReader
-from clearbench.scans.problems import ProblemLog
 from clearbench.scans.registry import open_dataset
 from clearbench.scans.synth.dicom_ct import SeriesIds, stable_uid, write_ct_series
 

@@ -14,8 +14,8 @@ from render_spy import write_and_capture
 
 import clearbench.scans.synth.deeplesion as synth_dl
 from clearbench.errors import InputError
+from clearbench.problems import ProblemLog
 from clearbench.scans.deeplesion import DL_COLUMNS, DeepLesionReader, decode_png16, read_dl_info
-from clearbench.scans.problems import ProblemLog
 from clearbench.scans.registry import open_dataset
 from clearbench.scans.synth.phantom import LESION_HU
 

@@ -12,8 +12,8 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from clearbench.errors import InputError
+from clearbench.problems import ProblemLog
 from clearbench.scans.dicom_series import read_ct_series, read_header
-from clearbench.scans.problems import ProblemLog
 
 TEST_FILES = Path(get_testdata_file("CT_small.dcm")).parent
 CT5N = TEST_FILES / "dicomdirtests" / "98892001" / "CT5N"

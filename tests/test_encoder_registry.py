@@ -17,7 +17,7 @@ from clearbench.encoders.registry import (
     load_encoder,
 )
 from clearbench.errors import ClearbenchError, InputError, MissingExtraError
-from clearbench.scans.problems import ProblemLog
+from clearbench.problems import ProblemLog
 
 PAPER_ROWS = {
     "biomedclip": "BiomedCLIP",

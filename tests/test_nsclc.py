@@ -11,8 +11,8 @@ import pydicom
 import pytest
 
 from clearbench.errors import InputError
+from clearbench.problems import ProblemLog
 from clearbench.scans.nsclc import NSCLCReader, normalise_stage, stage_high
-from clearbench.scans.problems import ProblemLog
 from clearbench.scans.registry import open_dataset
 from clearbench.scans.synth.dicom_ct import SeriesIds, stable_uid, write_ct_series
 from clearbench.scans.synth.nsclc import CLINICAL_FILE, cohort_stages, synth_patient, write_cohort

@@ -21,7 +21,7 @@ from clearbench.pretraining.checkpoint import CHECKPOINT
 from clearbench.pretraining.config import PretrainConfig
 from clearbench.pretraining.export import PROVENANCE
 from clearbench.pretraining.run import SLICES
-from clearbench.protocols.holdout import task_test_patients
+from clearbench.protocols.test_patients import task_test_patients
 from clearbench.scans.registry import open_dataset
 from clearbench.scans.synth.deeplesion import write_cohort
 from clearbench.scans.windows import WINDOWS, apply_window

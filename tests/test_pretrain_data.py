@@ -21,8 +21,8 @@ from clearbench.pretraining.data import (
     index_cohort,
 )
 from clearbench.pretraining.lecl import lesion_crop
+from clearbench.problems import ProblemLog
 from clearbench.scans.base import DatasetReader, ScanRecord
-from clearbench.scans.problems import ProblemLog
 from clearbench.scans.scan import Lesion, Scan
 from clearbench.scans.windows import WINDOWS, apply_window
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from clearbench.errors import ClearbenchError
-from clearbench.protocols.spec import ProtocolSpec
 from clearbench.protocols.splits import Fold, assert_patient_disjoint, make_folds
+from clearbench.tasks.spec import ProtocolSpec
 
 
 def _cohort(n_patients: int = 60, n_labels: int = 3, seed: int = 0):

@@ -16,7 +16,7 @@ from render_spy import write_and_capture
 
 import clearbench.scans.synth.radchest as synth_rc
 from clearbench.errors import InputError
-from clearbench.scans.problems import ProblemLog
+from clearbench.problems import ProblemLog
 from clearbench.scans.radchest import ABNORMALITIES, RadChestReader
 from clearbench.scans.registry import open_dataset
 

@@ -15,10 +15,10 @@ from clearbench.mil.data import BagSet, make_batch
 from clearbench.mil.heads import build_head
 from clearbench.mil.train import Standardized, TrainConfig, feature_stats, predict, seed_everything
 from clearbench.protocols.cv import run_fold
-from clearbench.protocols.spec import ProtocolSpec
 from clearbench.protocols.splits import make_folds
 from clearbench.tasks.card import PAPER_TRAINING, HeadSpec
 from clearbench.tasks.registry import get_task
+from clearbench.tasks.spec import ProtocolSpec
 
 SMALL_ABMIL = HeadSpec("abmil", {"hidden": 32, "attention_dim": 32, "dropout": 0.5, "gated": False})
 

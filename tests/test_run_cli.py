@@ -22,9 +22,9 @@ import clearbench.protocols.stored_split as stored_split
 from clearbench.cli import app, main
 from clearbench.cli.run import summary_table
 from clearbench.errors import ClearbenchError
-from clearbench.protocols.holdout import task_test_patients
 from clearbench.protocols.metrics import MACRO, FoldScores, Summary
 from clearbench.protocols.run import EncoderRun, run_task
+from clearbench.protocols.test_patients import task_test_patients
 from clearbench.scans.registry import open_dataset
 from clearbench.scans.synth.nsclc import write_cohort
 from clearbench.scans.windows import get_window

@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 from clearbench.cli import app
 from clearbench.errors import ClearbenchError
-from clearbench.protocols.holdout import task_test_set
 from clearbench.protocols.run import load_task_split, run_task
 from clearbench.protocols.stored_split import CohortChangedError, cohort_fingerprint, task_split
+from clearbench.protocols.test_patients import task_test_set
 from clearbench.scans.registry import open_dataset
 from clearbench.scans.synth.nsclc import write_cohort
 from clearbench.store import connect

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from clearbench.cli import app
 from clearbench.config import user_card_dir
 from clearbench.errors import ClearbenchError, InputError
+from clearbench.problems import ProblemLog
 from clearbench.scans.base import ScanRecord
-from clearbench.scans.problems import ProblemLog
 from clearbench.tasks.card import card_from_dict, load_card
 from clearbench.tasks.labels import task_labels
 from clearbench.tasks.registry import get_task, list_tasks

@@ -15,9 +15,9 @@ from clearbench.mil.data import bucketed_batches, make_batch
 from clearbench.mil.heads import build_head
 from clearbench.mil.train import TrainConfig, fit, predict, seed_everything
 from clearbench.protocols.cv import fold_seed, run_fold
-from clearbench.protocols.spec import ProtocolSpec
 from clearbench.protocols.splits import make_folds
 from clearbench.tasks.card import HEAD_PARAMS, HeadSpec
+from clearbench.tasks.spec import ProtocolSpec
 
 ABMIL_SPEC = HeadSpec("abmil", dict(HEAD_PARAMS["abmil"], hidden=64, attention_dim=64))
 FAST = TrainConfig(loss="bce", lr=1e-3, batch_size=32, max_epochs=25, patience=8)

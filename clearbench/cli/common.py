@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 
-from clearbench.scans.problems import Problem, ProblemLog
+from clearbench.problems import Problem, ProblemLog
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)

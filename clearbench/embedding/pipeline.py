@@ -27,8 +27,8 @@ from clearbench.embedding.progress import EmbedProgress
 from clearbench.embedding.writer import StoreWriter
 from clearbench.encoders.base import Encoder, SliceEncoder, VolumeEncoder
 from clearbench.errors import ClearbenchError, InputError
+from clearbench.problems import Problem, ProblemLog
 from clearbench.scans.base import DatasetReader, ScanRecord
-from clearbench.scans.problems import Problem, ProblemLog
 from clearbench.scans.signature import source_signature
 from clearbench.scans.windows import Window, get_window
 from clearbench.store.db import check_table_name
@@ -113,7 +113,7 @@ def resolve_windows(dataset: str, windows: Sequence[str | Window] | str | None, 
 
 def table_provenance(encoder: Encoder, reader: DatasetReader) -> dict[str, Any]:
     """The encoder's provenance plus what the store adds: dataset, its root, and this clearbench."""
-    from clearbench import __version__
+    from clearbench.version import __version__
 
     return {
         **encoder.provenance,

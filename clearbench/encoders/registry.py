@@ -44,7 +44,7 @@ from clearbench.encoders.weights import (
     require_weights,
 )
 from clearbench.errors import ClearbenchError, InputError
-from clearbench.scans.problems import ProblemLog
+from clearbench.problems import ProblemLog
 
 
 # -- families ----------------------------------------------------------------------------------------
@@ -303,7 +303,7 @@ def load_encoder(name: str, device: str = "cpu", trust_checkpoint: bool = False)
 def load_card(card: EncoderCard, device: str = "cpu", trust_checkpoint: bool = False) -> Encoder:
     """The encoder a card describes (see :func:`load_encoder`); for cards that are not registered, such as
     the random variant ``clearbench encoders check`` builds."""
-    from clearbench import __version__
+    from clearbench.version import __version__
 
     family = get_family(card.family)
     family.require_extra()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DEFAULT_K = 2
+from clearbench.tasks.spec import DEFAULT_K
 
 
 def _lift(hit: float, chance: float) -> float:

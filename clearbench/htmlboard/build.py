@@ -102,7 +102,7 @@ def board(
         raise ClearbenchError(
             f"no finished runs in {store_path(store)}; make one with: clearbench run TASK (see: clearbench tasks)"
         )
-    from clearbench import __version__
+    from clearbench.version import __version__
 
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     data = board_data(

@@ -50,9 +50,9 @@ from clearbench.pretraining.data import (
 )
 from clearbench.pretraining.export import WEIGHTS, check_card_name_free, export
 from clearbench.pretraining.moco import MoCo, lr_at, momentum_at
+from clearbench.problems import ProblemLog
 from clearbench.progress import LoggedProgress
 from clearbench.scans.base import DatasetReader, ScanRecord
-from clearbench.scans.problems import ProblemLog
 from clearbench.scans.registry import open_dataset
 from clearbench.scans.windows import get_window
 
@@ -184,7 +184,7 @@ class _Run:
     def _without_test_patients(self, reader: DatasetReader, records: list[ScanRecord]) -> list[ScanRecord]:
         """Leave out the patients that the ``exclude_test_of`` tasks test on, so a backbone never trains on
         the images it is later evaluated on (the paper kept task 1's test patients out of pretraining)."""
-        from clearbench.protocols.holdout import task_test_set
+        from clearbench.protocols.test_patients import task_test_set
         from clearbench.tasks.registry import get_task, list_tasks
 
         if not self.config.exclude_test_of and not self.config.splits:
@@ -528,7 +528,7 @@ class _Run:
         return step, losses
 
     def _provenance(self, index: SliceIndex, steps: int, seconds: float) -> dict[str, Any]:
-        from clearbench import __version__
+        from clearbench.version import __version__
 
         cfg = self.config
         curve = self._epoch_losses()

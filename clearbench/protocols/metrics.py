@@ -23,7 +23,7 @@ from sklearn.metrics import (
 )
 
 from clearbench.mil.train import Predictions
-from clearbench.protocols.spec import METRICS
+from clearbench.tasks.spec import METRICS
 
 MACRO = "macro"
 # Used when a validation set has a single class for a label, so no threshold can be chosen on it.

@@ -25,16 +25,15 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from clearbench import __version__
 from clearbench.config import dataset_roots
 from clearbench.errors import ClearbenchError
 from clearbench.mil.data import BagSet
 from clearbench.mil.train import EpochInfo, Standardized, TrainConfig
+from clearbench.problems import ProblemLog
 from clearbench.protocols.cv import FoldResult, run_fold
 from clearbench.protocols.metrics import MACRO, METRICS, FoldScores, Summary, summarise
 from clearbench.protocols.splits import Fold, need_patients
 from clearbench.protocols.stored_split import StoredSplit, json_digest, task_split
-from clearbench.scans.problems import ProblemLog
 from clearbench.scans.registry import open_dataset
 from clearbench.store import EmbeddingStore
 from clearbench.store.bags import Bags
@@ -42,6 +41,7 @@ from clearbench.store.results import ResultsStore, now
 from clearbench.tasks.card import TaskCard, TrainingSpec
 from clearbench.tasks.labels import Exclusion, TaskLabels, task_labels
 from clearbench.tasks.registry import get_task
+from clearbench.version import __version__
 
 # A fold with fewer optimizer steps than this in all is warned about; the hint names a --min-steps that trains.
 MIN_STEPS_WARNING = 10

@@ -24,7 +24,7 @@ from iterstrat.ml_stratifiers import MultilabelStratifiedKFold, MultilabelStrati
 from sklearn.model_selection import KFold, ShuffleSplit, StratifiedKFold, StratifiedShuffleSplit
 
 from clearbench.errors import ClearbenchError
-from clearbench.protocols.spec import PROTOCOLS, ProtocolSpec
+from clearbench.tasks.spec import PROTOCOLS, ProtocolSpec
 
 
 @dataclass(frozen=True)

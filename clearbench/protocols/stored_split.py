@@ -35,12 +35,12 @@ from typing import Any
 import numpy as np
 
 from clearbench.errors import ClearbenchError
-from clearbench.protocols.spec import ProtocolSpec
 from clearbench.protocols.splits import Fold, make_folds
 from clearbench.store import db as dbmod
 from clearbench.store.splits import ROLES, SplitTables
 from clearbench.tasks.card import TaskCard
 from clearbench.tasks.labels import TaskLabels
+from clearbench.tasks.spec import ProtocolSpec
 
 
 def json_digest(obj: Any, n: int = 64) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from clearbench.errors import InputError
-from clearbench.scans.problems import ProblemLog
+from clearbench.problems import ProblemLog
 from clearbench.scans.scan import Scan
 
 

@@ -22,8 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clearbench.problems import ProblemLog
 from clearbench.scans.base import DatasetReader, ScanRecord
-from clearbench.scans.problems import ProblemLog
 
 LABELS_FILE = "labels.csv"
 REQUIRED_COLUMNS = ("scan_id", "patient_id")

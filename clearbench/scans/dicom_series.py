@@ -5,7 +5,7 @@ comes from the geometry tags: the CT images are chosen by their Modality tag, sc
 are rejected by ImageType and ImageOrientationPatient, slices are ordered by ImagePositionPatient projected
 on the slice normal, and the z spacing is the most common distance between neighbouring slices. Anything
 odd on the way (a gap, a duplicate position, a file without pixels) is reported to a
-:class:`~clearbench.scans.problems.ProblemLog` and the series is still read when that is safe.
+:class:`~clearbench.problems.ProblemLog` and the series is still read when that is safe.
 
 Two CT series in one folder are an error for that scan: which one the user meant is a guess we refuse to
 make. The message tells them to put each series in its own folder.
@@ -26,7 +26,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from clearbench.errors import InputError
-from clearbench.scans.problems import ProblemLog
+from clearbench.problems import ProblemLog
 from clearbench.scans.scan import Scan
 from clearbench.scans.walk import files_under
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from clearbench.errors import InputError
+from clearbench.problems import ProblemLog
 from clearbench.scans.base import ScanRecord
 from clearbench.scans.cohort import CohortReader
-from clearbench.scans.problems import ProblemLog
 from clearbench.scans.scan import Scan
 from clearbench.scans.walk import files_under
 

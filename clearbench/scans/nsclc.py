@@ -24,9 +24,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
+from clearbench.problems import ProblemLog
 from clearbench.scans.base import DatasetReader, ScanRecord
 from clearbench.scans.dicom_series import DicomHeader, probe_folder, read_ct_series
-from clearbench.scans.problems import ProblemLog
 from clearbench.scans.scan import Scan
 
 CLINICAL_GLOB = "*Lung1.clinical*.csv"

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from clearbench.config import dataset_root
 from clearbench.errors import ClearbenchError
+from clearbench.problems import ProblemLog
 from clearbench.scans.base import DatasetReader
-from clearbench.scans.problems import ProblemLog
 
 ENTRY_POINT_GROUP = "clearbench.datasets"
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clearbench.errors import InputError
+from clearbench.problems import Problem
 from clearbench.scans.base import DatasetReader, ScanRecord
-from clearbench.scans.problems import Problem
 from clearbench.scans.scan import Scan
 
 SUMMARY_KEYS = ("scan_id", "patient_id", "n_slices", "shape", "spacing", "labels", "annotations", "problems")

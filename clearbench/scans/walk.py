@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from clearbench.scans.problems import ProblemLog
+from clearbench.problems import ProblemLog
 
 
 def _is_hidden(path: Path) -> bool:

@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from clearbench.config import read_toml
 from clearbench.errors import ClearbenchError, InputError
-from clearbench.explaining.hit_rate import DEFAULT_K
-from clearbench.protocols.spec import METRICS, PROTOCOLS, ProtocolSpec
 from clearbench.scans.windows import get_window
+from clearbench.tasks.spec import DEFAULT_K, METRICS, PROTOCOLS, ProtocolSpec
 
 if TYPE_CHECKING:
     from clearbench.mil.train import TrainConfig

@@ -27,7 +27,7 @@ from typing import Any
 
 from clearbench.config import user_card_dir
 from clearbench.errors import ClearbenchError, InputError
-from clearbench.scans.problems import ProblemLog
+from clearbench.problems import ProblemLog
 from clearbench.tasks.card import TaskCard, card_from_dict, load_card
 
 ENTRY_POINT_GROUP = "clearbench.tasks"

@@ -1,5 +1,9 @@
-"""A protocol's parameters and metric names as a task card gives them (free of heavy imports, so that
-listing cards does not load torch or scikit-learn)."""
+"""A protocol's parameters, metric names and attention hit-rate window as a task card gives them.
+
+Free of heavy imports, so that listing cards does not load torch or scikit-learn; and it imports nothing
+from clearbench, so that protocols (which run what a card says) and explaining (which scores attention)
+both read it from ``tasks`` without ``tasks`` importing either of them.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from dataclasses import dataclass
 PROTOCOLS = ("holdout+kfold", "nested-kfold")
 # The metrics every fold reports, per label and as a macro average.
 METRICS: tuple[str, ...] = ("auc", "auprc", "f1")
+# Attention hit rate: a slice within this many slices of a key slice counts as a hit (a card's hit_rate_k).
+DEFAULT_K = 2
 
 
 @dataclass(frozen=True)
