@@ -3,6 +3,9 @@
 Everything lives under ``CLEARBENCH_HOME`` (default ``~/.clearbench``): ``config.toml``, user cards in
 ``encoders/`` and ``tasks/``, and the embedded LanceDB store in ``store/``. A command-line ``--root`` or
 ``--store`` always wins over the config file, so a script can be explicit without editing it.
+
+``config.toml`` is read into :class:`ClearbenchConfig`, which refuses unknown keys: a typo such as
+``[datasets.deeplesion] roots = ...`` is an error naming the key, not a setting silently ignored.
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from clearbench.errors import ClearbenchError, InputError
+from clearbench.settings_errors import validate_settings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -41,40 +47,49 @@ def read_toml(path: Path, what: str = "file") -> dict[str, Any]:
         raise InputError(path, f"not valid TOML ({exc}); fix or remove the {what}") from None
 
 
-def load_config() -> dict[str, Any]:
-    """The parsed ``config.toml``, or an empty dict when there is none."""
+class DatasetConfig(BaseModel):
+    """``[datasets.NAME]``: where one dataset lives on this machine."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    root: str | None = None  # the folder --root would name; ~ is expanded
+
+
+class ClearbenchConfig(BaseModel):
+    """``CLEARBENCH_HOME/config.toml``. ``[datasets] NAME = "DIR"`` is the short form of a ``root``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    datasets: dict[str, DatasetConfig | str] = {}
+
+
+def load_config() -> ClearbenchConfig:
+    """The validated ``config.toml`` (all defaults when there is none); a bad key is one :class:`InputError`."""
     path = config_path()
-    return read_toml(path, "config file") if path.is_file() else {}
+    if not path.is_file():
+        return ClearbenchConfig()
+    hint = 'write one [datasets.NAME] root = "DIR" table per dataset'
+    return validate_settings(ClearbenchConfig, read_toml(path, "config file"), path, hint=hint)
 
 
 def dataset_roots() -> dict[str, Path]:
     """Dataset roots declared in ``config.toml`` as ``[datasets.NAME] root = "..."``."""
-    section = load_config().get("datasets", {})
-    fix = 'write one [datasets.NAME] root = "DIR" table per dataset'
-    if not isinstance(section, dict):
-        raise InputError(config_path(), f"'datasets' must be a table; {fix}")
     roots: dict[str, Path] = {}
-    for name, entry in section.items():
-        root = entry.get("root") if isinstance(entry, dict) else entry
-        if root is None and isinstance(entry, dict):
-            continue
-        if not isinstance(root, str):
-            raise InputError(config_path(), f"datasets.{name}: expected a folder path, got {root!r}; {fix}")
-        roots[name] = Path(root).expanduser()
+    for name, entry in load_config().datasets.items():
+        root = entry if isinstance(entry, str) else entry.root
+        if root is not None:
+            roots[name] = Path(root).expanduser()
     return roots
 
 
 def dataset_root(name: str, root: str | Path | None = None) -> Path:
     """The root folder of dataset ``name``: ``root`` if given, else the one in ``config.toml``."""
-    if root is not None:
-        path = Path(root).expanduser()
-    else:
-        path = dataset_roots().get(name)
-        if path is None:
-            raise ClearbenchError(
-                f"no root folder for dataset '{name}': pass --root DIR, or add "
-                f'[datasets.{name}] root = "DIR" to {config_path()}'
-            )
+    path = Path(root).expanduser() if root is not None else dataset_roots().get(name)
+    if path is None:
+        raise ClearbenchError(
+            f"no root folder for dataset '{name}': pass --root DIR, or add "
+            f'[datasets.{name}] root = "DIR" to {config_path()}'
+        )
     if not path.is_dir():
         raise ClearbenchError(f"{path}: dataset root for '{name}' is not a folder")
     return path
