@@ -1,128 +1,150 @@
-"""``clearbench pretrain``: train a backbone with MoCo v3 or LECL and register it as an encoder card."""
+"""``clearbench pretrain``: train a backbone with MoCo v3 or LECL and register it as an encoder card.
+
+The options are derived from :class:`~clearbench.pretraining.config.PretrainConfig`: its fields give each
+option's type, default, lower bound and help, so a setting's default exists once. This module only says
+which flags name which setting (the command's public interface), and splits the two ``(min, max)`` crop
+ranges into two options each, as the command has always taken them.
+"""
 
 from __future__ import annotations
 
+import inspect
 import os
+import types
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+import annotated_types
 import typer
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 
 from clearbench.cli.common import command_problems, print_json_line, say
+from clearbench.pretraining.config import PretrainConfig
 
 
-def pretrain(
-    arch: str = typer.Option(..., "--arch", "-a", help="Backbone: mambaout, vmamba or vit-convb."),
-    method: str = typer.Option("moco", "--method", "-m", help="moco (MoCo v3) or lecl (lesion-enhanced, paper Eq. 4)."),
-    dataset: str = typer.Option(
-        "deeplesion", "--dataset", "-d", help="Dataset to train on; LECL needs one with lesion boxes."
-    ),
-    lam: float = typer.Option(
-        0.0, "--lam", min=0.0, help="LECL's lambda: weight of the lesion-slice keys in the denominator (0 = LECL-0)."
-    ),
-    root: Path | None = typer.Option(
-        None, "--root", help="Dataset folder (default: the root in CLEARBENCH_HOME/config.toml)."
-    ),
-    variant: str | None = typer.Option(
-        None,
-        "--variant",
-        "--size",
-        help="Backbone size: mambaout femto|kobe|tiny|small|base, vmamba clear, vit-convb small|base; micro for smoke tests. Default: CLEAR's (768-d).",
-    ),
-    epochs: int = typer.Option(100, "--epochs", min=1, help="Epochs (the paper: 100)."),
-    batch_size: int = typer.Option(
-        256, "--batch-size", "-b", min=1, help="Global batch over all processes (the paper: 2048; 1024 for ViT)."
-    ),
-    lr: float = typer.Option(
-        1e-4, "--lr", help="Learning rate per 256 images; AdamW runs at lr x batch-size / 256 (the paper: 1e-4)."
-    ),
-    warmup_epochs: float | None = typer.Option(
-        None,
-        "--warmup-epochs",
-        min=0.0,
-        help="Linear warmup, then cosine decay (default: a tenth of --epochs, at most 10; the paper: 10 of 100).",
-    ),
-    weight_decay: float = typer.Option(
-        0.1, "--weight-decay", min=0.0, help="AdamW weight decay (MoCo v3's ViT recipe)."
-    ),
-    tau: float = typer.Option(0.2, "--tau", help="InfoNCE temperature (MoCo v3's ViT recipe)."),
-    momentum: float = typer.Option(
-        0.99, "--momentum", help="Initial EMA momentum of the key encoder; rises to 1 on a half cosine."
-    ),
-    proj_dim: int = typer.Option(256, "--proj-dim", min=1, help="Output dim of projector and predictor."),
-    mlp_dim: int = typer.Option(4096, "--mlp-dim", min=1, help="Hidden dim of projector and predictor."),
-    image_size: int = typer.Option(
-        224, "--image-size", min=8, help="Side of the training views in pixels; the card embeds at this size."
-    ),
-    crop_min: float = typer.Option(0.08, "--crop-min", help="Smallest random crop, as a fraction of the slice area."),
-    crop_max: float = typer.Option(1.0, "--crop-max", help="Largest random crop, as a fraction of the slice area."),
-    lesion_crop_min: float = typer.Option(
-        0.08, "--lesion-crop-min", help="Smallest lesion-centred crop (LECL), fraction of the slice area."
-    ),
-    lesion_crop_max: float = typer.Option(
-        1.0, "--lesion-crop-max", help="Largest lesion-centred crop (LECL), fraction of the slice area."
-    ),
-    windows: list[str] = typer.Option(
-        ["abdomen", "lung"],
-        "--window",
-        "-w",
-        help="HU windows drawn at random per slice; repeat the option; name or name:lo:hi.",
-    ),
-    splits: list[str] = typer.Option(
-        [], "--split", help="Use only scans of these splits (repeatable); e.g. keep a downstream test split out."
-    ),
-    exclude_test_of: list[str] = typer.Option(
-        [],
-        "--exclude-test-of",
-        help="Leave out the test patients of this task's stored split, the one every clearbench run of it uses (repeatable; drawn and stored when absent), as the paper did for task1.",
-    ),
-    store: Path | None = typer.Option(
-        None,
-        "--store",
-        help="The store holding the tasks' stored splits, for --exclude-test-of (default: CLEARBENCH_HOME/store).",
-    ),
-    paper_name: str | None = typer.Option(
-        None,
-        "--paper-name",
-        help="Paper row name for the card (default: none; a backbone trained here is not the paper's).",
-    ),
-    tag: str | None = typer.Option(
-        None, "--tag", help="Last part of the card name <arch>-<method>-<tag> (default: the dataset)."
-    ),
-    out: Path | None = typer.Option(
-        None, "--out", "-o", help="Run folder (default: CLEARBENCH_HOME/pretrain/<card name>)."
-    ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the initial weights, data order and augmentations."),
-    workers: int | None = typer.Option(
-        None,
-        "--workers",
-        "-j",
-        min=0,
-        help="Data loader worker processes per GPU/process (default: one per CPU core, at most 4).",
-    ),
-    device: str = typer.Option(
-        "auto", "--device", help="auto (the GPU of this rank when there is one), cpu, cuda or cuda:N."
-    ),
-    precision: str = typer.Option(
-        "auto", "--precision", help="auto (bf16 autocast on GPUs, fp32 on CPUs), fp32, bf16 or fp16."
-    ),
-    cache: str = typer.Option(
-        "auto",
-        "--cache",
-        help="memory (decode all scans once, keep HU in RAM), stream (decode each scan once per epoch) or auto.",
-    ),
-    cache_gb: float = typer.Option(
-        16.0, "--cache-gb", min=0.0, help="With --cache auto: stream once the cohort's HU would exceed this many GiB."
-    ),
-    checkpoint_every: int = typer.Option(
-        0, "--checkpoint-every", min=0, help="Also checkpoint every N steps (0: at the end of each epoch only)."
-    ),
-    stop_after: int | None = typer.Option(
-        None, "--stop-after", min=1, help="Stop after this many steps in all, with a checkpoint; run again to continue."
-    ),
-    strict: bool = typer.Option(False, "--strict", help="Stop at the first unreadable scan."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
-) -> None:
+@dataclass(frozen=True)
+class Flag:
+    """The option(s) of one setting. ``end`` picks one end of a ``(min, max)`` setting, with its own help."""
+
+    setting: str
+    names: tuple[str, ...]
+    end: int | None = None
+    help: str | None = None
+
+    @property
+    def param(self) -> str:
+        """The command's parameter name: the setting's, or the first flag's for one end of a range."""
+        return self.setting if self.end is None else self.names[0].lstrip("-").replace("-", "_")
+
+
+def _flag(setting: str, *names: str) -> Flag:
+    return Flag(setting, names or ("--" + setting.replace("_", "-"),))
+
+
+# Every setting on the command line, in the order `--help` shows them; ``buffer_size`` stays a Python API
+# setting. ``progress`` is the one inverted flag: --no-progress.
+FLAGS: tuple[Flag, ...] = (
+    _flag("arch", "--arch", "-a"),
+    _flag("method", "--method", "-m"),
+    _flag("dataset", "--dataset", "-d"),
+    _flag("lam"),
+    _flag("root"),
+    _flag("variant", "--variant", "--size"),
+    _flag("epochs"),
+    _flag("batch_size", "--batch-size", "-b"),
+    _flag("lr"),
+    _flag("warmup_epochs"),
+    _flag("weight_decay"),
+    _flag("tau"),
+    _flag("momentum"),
+    _flag("proj_dim"),
+    _flag("mlp_dim"),
+    _flag("image_size"),
+    Flag("crop_scale", ("--crop-min",), 0, "Smallest random crop, as a fraction of the slice area."),
+    Flag("crop_scale", ("--crop-max",), 1, "Largest random crop, as a fraction of the slice area."),
+    Flag("lesion_scale", ("--lesion-crop-min",), 0, "Smallest lesion-centred crop (LECL), fraction of the slice area."),
+    Flag("lesion_scale", ("--lesion-crop-max",), 1, "Largest lesion-centred crop (LECL), fraction of the slice area."),
+    _flag("windows", "--window", "-w"),
+    _flag("splits", "--split"),
+    _flag("exclude_test_of"),
+    _flag("store"),
+    _flag("paper_name"),
+    _flag("tag"),
+    _flag("out", "--out", "-o"),
+    _flag("seed"),
+    _flag("workers", "--workers", "-j"),
+    _flag("device"),
+    _flag("precision"),
+    _flag("cache"),
+    _flag("cache_gb"),
+    _flag("checkpoint_every"),
+    _flag("stop_after"),
+    _flag("strict"),
+    Flag("progress", ("--no-progress",), help="No progress bar."),
+)
+FOLDERS = frozenset({"root", "store", "out"})  # settings kept as text, taken as paths
+
+
+def _cli_type(flag: Flag, field: FieldInfo) -> Any:
+    """The type typer parses: one end of a range is a float; names are repeated options; folders are paths."""
+    if flag.end is not None:
+        return float
+    annotation: Any = field.annotation
+    optional = get_origin(annotation) in (Union, types.UnionType) and type(None) in get_args(annotation)
+    inner: Any = next(a for a in get_args(annotation) if a is not type(None)) if optional else annotation
+    if get_origin(inner) is Annotated:
+        inner = get_args(inner)[0]
+    if get_origin(inner) is tuple:
+        return list[str]
+    if get_origin(inner) is Literal:
+        inner = str  # checked by the model, so a bad value is the same one-line error as from Python
+    if flag.setting in FOLDERS:
+        inner = Path
+    return inner | None if optional else inner
+
+
+def _option(flag: Flag) -> inspect.Parameter:
+    field = PretrainConfig.model_fields[flag.setting]
+    default: Any = ... if field.default is PydanticUndefined else field.default
+    if flag.end is not None:
+        default = default[flag.end]
+    elif flag.setting == "progress":
+        default = not default
+    elif isinstance(default, tuple) or (default is None and get_origin(_cli_type(flag, field)) is list):
+        default = list(default or ())
+    low: Any = next((m.ge for m in field.metadata if isinstance(m, annotated_types.Ge)), None)
+    option = typer.Option(default, *flag.names, min=low, help=flag.help or field.description)
+    return inspect.Parameter(
+        flag.param, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=_cli_type(flag, field)
+    )
+
+
+def _signature() -> inspect.Signature:
+    json_out = typer.Option(False, "--json", help="Print the result as one JSON object.")
+    params = [_option(flag) for flag in FLAGS]
+    params.append(inspect.Parameter("json_out", inspect.Parameter.KEYWORD_ONLY, default=json_out, annotation=bool))
+    return inspect.Signature(params, return_annotation=None)
+
+
+def settings_from(options: dict[str, Any]) -> dict[str, Any]:
+    """The command's options as :class:`PretrainConfig` settings: ranges joined, lists as tuples, paths kept."""
+    settings: dict[str, Any] = {}
+    for flag in FLAGS:
+        value = options[flag.param]
+        if flag.end is not None:
+            settings.setdefault(flag.setting, [None, None])[flag.end] = value
+        elif flag.setting == "progress":
+            settings["progress"] = not value
+        elif isinstance(value, list):
+            settings[flag.setting] = tuple(value) or (None if flag.setting == "splits" else ())
+        else:
+            settings[flag.setting] = value
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
+
+
+def pretrain(**options: Any) -> None:
     """Pretrain a backbone with MoCo v3 or LECL and register it as an encoder card.
 
     Run the same command again to resume from the last checkpoint.
@@ -134,47 +156,20 @@ def pretrain(
     from clearbench.pretraining.run import pretrain as run_pretrain
 
     main = os.environ.get("RANK", "0") == "0"
-    problems = command_problems(strict, show=main, record=main)
-    result = run_pretrain(
-        arch,
-        method,
-        dataset,
-        problems=problems,
-        lam=lam,
-        root=root,
-        variant=variant,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        warmup_epochs=warmup_epochs,
-        weight_decay=weight_decay,
-        tau=tau,
-        momentum=momentum,
-        proj_dim=proj_dim,
-        mlp_dim=mlp_dim,
-        image_size=image_size,
-        crop_scale=(crop_min, crop_max),
-        lesion_scale=(lesion_crop_min, lesion_crop_max),
-        windows=tuple(windows),
-        splits=tuple(splits) or None,
-        exclude_test_of=tuple(exclude_test_of),
-        store=store,
-        paper_name=paper_name,
-        tag=tag,
-        out=out,
-        seed=seed,
-        workers=workers,
-        device=device,
-        precision=precision,
-        cache=cache,
-        cache_gb=cache_gb,
-        checkpoint_every=checkpoint_every,
-        stop_after=stop_after,
-        strict=strict,
-        progress=main and not no_progress and not json_out,
-    )
-    if not main:
-        return
+    json_out = bool(options.pop("json_out"))
+    settings = settings_from(options)
+    settings["progress"] = main and settings["progress"] and not json_out
+    problems = command_problems(settings["strict"], show=main, record=main)
+    result = run_pretrain(problems=problems, **settings)
+    if main:
+        _report(result, len(problems.errors), json_out)
+
+
+pretrain.__signature__ = _signature()  # type: ignore[attr-defined]  # typer reads the options from it
+
+
+def _report(result: Any, skipped: int, json_out: bool) -> None:
+    """What rank 0 prints at the end: one JSON object, or where the weights and card are and what is next."""
     last = result.losses[-1] if result.losses else None
     if json_out:
         print_json_line(
@@ -187,7 +182,7 @@ def pretrain(
                 "weights": str(result.weights) if result.weights else None,
                 "card_path": str(result.card_path) if result.card_path else None,
                 "last_loss": last,
-                "skipped_scans": len(problems.errors),
+                "skipped_scans": skipped,
             }
         )
         return
@@ -204,8 +199,8 @@ def pretrain(
     say("[green]trained[/] {}: {} steps{}", result.card_name, result.steps, loss)
     say("  weights  {}", result.weights)
     say("  card     {}", result.card_path)
-    if problems.errors:
-        say("  [yellow]{} input error(s)[/]: those scans or slices were left out (see above)", len(problems.errors))
+    if skipped:
+        say("  [yellow]{} input error(s)[/]: those scans or slices were left out (see above)", skipped)
     say("next: clearbench embed --encoder {} --dataset <dataset>", result.card_name)
 
 

@@ -30,8 +30,11 @@ Rules for a family module (``clearbench/encoders/<family>.py``):
 
 - It must import without its optional extra: import the backend inside :meth:`Family.build`, and declare
   ``extra``/``extra_modules`` so the registry can say ``pip install 'clearbench[<extra>]'`` up front.
-- It exposes a plain function that builds the bare backbone from keyword arguments (pretraining uses it)
-  and says in its docstring which state-dict key layout that backbone loads.
+- It exposes a plain function that builds the bare backbone from keyword arguments and says in its docstring
+  which state-dict key layout that backbone loads.
+- It may declare ``pretrain_variants`` (see :class:`Family`): ``clearbench pretrain --arch <name>`` then
+  builds each size through :meth:`Family.build` and exports :meth:`Family.export_state_dict`, so the trained
+  card loads like any other.
 - ``build`` draws random weights from torch's global generator; the registry seeds it (see :func:`seeded`),
   so a random-init encoder is reproducible.
 - It passes :func:`clearbench.encoders.conformance.check_card` (``clearbench encoders check NAME``): the
@@ -81,8 +84,8 @@ BUILTIN_FAMILIES: dict[str, str] = {
     "hu-hist": "clearbench.encoders.hu_hist:HuHistFamily",
     "mambaout": "clearbench.encoders.mambaout:MambaOutFamily",
     "biomedclip": "clearbench.encoders.biomedclip:BiomedCLIPFamily",
-    "vit-convb": "clearbench.encoders.vit_convb:ViTConvBFamily",
     "vmamba": "clearbench.encoders.vmamba:VMambaFamily",
+    "vit-convb": "clearbench.encoders.vit_convb:ViTConvBFamily",
     "ctclip": "clearbench.encoders.ctclip:CTCLIPFamily",
     "sam2": "clearbench.encoders.sam2:SAM2Family",
     "merlin": "clearbench.encoders.merlin:MerlinFamily",
@@ -207,6 +210,45 @@ class Family(ABC):
     @abstractmethod
     def wrap(self, model: nn.Module, spec: EncoderSpec) -> Encoder:
         """The module with this family's preprocessing, as a ready :class:`SliceEncoder`/:class:`VolumeEncoder`."""
+
+    # -- pretraining (``clearbench pretrain``), for families that declare it ---------------------------------
+    # ``pretrain_variants``: size name -> the card ``[params]`` that build it (none: the family cannot be
+    # pretrained); ``pretrain_default``: the size trained when none is asked for; ``pretrain_image_param``: the
+    # parameter that takes the training image side, when the module's shape depends on it (a ViT's position
+    # embedding), which must then be a multiple of ``pretrain_image_multiple`` (its patch size);
+    # ``display_name``: the architecture as papers name it (``MambaOut``), for the trained card's description.
+    pretrain_variants: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    pretrain_default: ClassVar[str | None] = None
+    pretrain_image_param: ClassVar[str | None] = None
+    pretrain_image_multiple: ClassVar[int] = 1
+    display_name: ClassVar[str | None] = None
+
+    def pretrain_params(self, variant: str | None, image_size: int) -> tuple[str, dict[str, Any]]:
+        """``(variant, card params)`` of a pretraining size (default: ``pretrain_default``) at ``image_size``.
+
+        The params are what the trained card will say, so ``load_encoder`` rebuilds the trained module."""
+        if not self.pretrain_variants:
+            raise ClearbenchError(f"encoder family '{self.name}' declares no pretraining variants")
+        variant = variant or self.pretrain_default or next(iter(self.pretrain_variants))
+        if variant not in self.pretrain_variants:
+            known = ", ".join(self.pretrain_variants)
+            raise ClearbenchError(f"unknown {self.name} variant '{variant}'; choose one of {known}")
+        params = dict(self.pretrain_variants[variant])
+        if self.pretrain_image_param is not None:
+            if image_size % self.pretrain_image_multiple:
+                raise ClearbenchError(
+                    f"{self.name} makes {self.pretrain_image_multiple} px patches: --image-size must be a "
+                    f"multiple of {self.pretrain_image_multiple}, got {image_size}"
+                )
+            params[self.pretrain_image_param] = image_size
+        return variant, params
+
+    def export_state_dict(self, module: nn.Module) -> StateDict:
+        """A trained backbone's weights in the key layout ``build`` + ``load_strict`` read back (on the CPU).
+
+        The default is the module's own state dict: pretraining trains the module ``build`` made, so that is
+        the layout by construction. Override it when the trained module and the loaded one differ."""
+        return {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
 
 
 def _merge(defaults: Mapping[str, Any], given: Mapping[str, Any], what: str) -> dict[str, Any]:

@@ -30,13 +30,18 @@ from clearbench.encoders.family import StateDict
 from clearbench.encoders.image import ImageSliceFamily
 from clearbench.errors import ClearbenchError
 
-# depths, dims of the published variants (identical in the original repository and timm).
+# depths, dims of each variant, for cards and pretraining alike. The first five are the published sizes
+# (identical in the original repository and timm; ``tiny`` is the 26M-parameter model). ``micro`` is a
+# few-thousand-parameter MambaOut for tests and smoke runs on a CPU; ``nano`` (about 0.3M parameters, 96-d)
+# is small enough to pretrain in minutes on a laptop CPU, which ``clearbench demo`` does.
 VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "femto": ((3, 3, 9, 3), (48, 96, 192, 288)),
     "kobe": ((3, 3, 15, 3), (48, 96, 192, 288)),
     "tiny": ((3, 3, 9, 3), (96, 192, 384, 576)),
     "small": ((3, 4, 27, 3), (96, 192, 384, 576)),
     "base": ((3, 4, 27, 3), (128, 256, 512, 768)),
+    "micro": ((1, 1, 1, 1), (8, 16, 24, 32)),
+    "nano": ((1, 1, 3, 1), (16, 32, 64, 96)),
 }
 
 _BLOCK = re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\.")
@@ -81,6 +86,13 @@ def resolve_arch(params: Mapping[str, Any]) -> tuple[tuple[int, ...], tuple[int,
 class MambaOutFamily(ImageSliceFamily):
     name: ClassVar[str] = "mambaout"
     default_params: ClassVar[Mapping[str, Any]] = {"variant": None, "depths": None, "dims": None}
+    # A trained card names its depths and dims, as a card read from a checkpoint does. CLEAR's MambaOut has
+    # 768-d outputs: the base dims.
+    pretrain_variants: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        name: {"depths": list(depths), "dims": list(dims)} for name, (depths, dims) in VARIANTS.items()
+    }
+    pretrain_default: ClassVar[str | None] = "base"
+    display_name: ClassVar[str | None] = "MambaOut"
 
     def adapt_state_dict(self, state_dict: StateDict, params: Mapping[str, Any]) -> StateDict:
         if is_original_layout(state_dict):

@@ -149,6 +149,17 @@ class ViTConvBFamily(ImageSliceFamily):
         "num_heads": 12,
         "mlp_ratio": 4.0,
     }
+    # MoCo v3's vit_conv_base (what CLEAR trained) and vit_conv_small; ``micro`` for tests on a CPU. The
+    # position embedding is sized to the training views.
+    pretrain_variants: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "base": {"embed_dim": 768, "depth": 11, "num_heads": 12},
+        "small": {"embed_dim": 384, "depth": 11, "num_heads": 12},
+        "micro": {"embed_dim": 64, "depth": 1, "num_heads": 2},
+    }
+    pretrain_default: ClassVar[str | None] = "base"
+    pretrain_image_param: ClassVar[str | None] = "img_size"
+    pretrain_image_multiple: ClassVar[int] = 16
+    display_name: ClassVar[str | None] = "ViT"
 
     def infer_params(self, state_dict: Mapping[str, torch.Tensor], params: Mapping[str, Any]) -> dict[str, Any]:
         out = dict(params)

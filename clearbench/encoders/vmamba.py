@@ -370,6 +370,13 @@ class VMambaFamily(ImageSliceFamily):
     name: ClassVar[str] = "vmamba"
     heads: ClassVar[tuple[str, ...]] = (HEAD_PREFIX,)
     default_params: ClassVar[Mapping[str, Any]] = DEFAULTS
+    # ``clear``: VSSM()'s defaults, which CLEAR trained (768-d); ``micro``: a tiny VMamba for tests on a CPU.
+    pretrain_variants: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "clear": {"depths": [2, 2, 9, 2], "dims": [96, 192, 384, 768]},
+        "micro": {"depths": [1, 1, 1, 1], "dims": [16, 32, 64, 128], "ssm_d_state": 4},
+    }
+    pretrain_default: ClassVar[str | None] = "clear"
+    display_name: ClassVar[str | None] = "VMamba"
 
     def adapt_state_dict(self, state_dict: StateDict, params: Mapping[str, Any]) -> StateDict:
         return super().adapt_state_dict(convert_vmamba_state_dict(state_dict), params)

@@ -1,14 +1,10 @@
-"""The backbones pretraining can train, built through their encoder families.
+"""The backbones pretraining can train: those of every encoder family that declares pretraining variants.
 
-Building through the family (:func:`clearbench.encoders.registry.get_family`) is what makes the exported
-checkpoint loadable as an encoder with no conversion: the module pretraining trains is the module
-``load_encoder`` builds from the same card parameters, so its ``state_dict`` is in the family's key layout
-by construction.
-
-Variants are the family's parameters under a name. ``micro`` is a few-thousand-parameter configuration of
-each architecture for tests and smoke runs on a CPU; MambaOut's ``nano`` (about 0.3M parameters, 96-d) is
-small enough to pretrain in minutes on a laptop CPU, which ``clearbench demo`` does; the other names are the
-published sizes (``tiny`` keeps its published meaning for MambaOut: the 26M-parameter model).
+A family declares its sizes (``pretrain_variants``), the one trained by default, and how the training image
+size enters its parameters (:class:`clearbench.encoders.family.Family`); built-in families and plugins alike.
+Building through the family is what makes the exported checkpoint loadable as an encoder with no conversion:
+the module pretraining trains is the module ``load_encoder`` builds from the same card parameters, so its
+state dict is in the family's key layout by construction (:meth:`Family.export_state_dict`).
 """
 
 from __future__ import annotations
@@ -18,34 +14,8 @@ from typing import Any
 
 from torch import nn
 
-from clearbench.encoders.family import Family
+from clearbench.encoders.family import BUILTIN_FAMILIES, Family
 from clearbench.errors import ClearbenchError
-
-ARCHES = ("mambaout", "vmamba", "vit-convb")
-
-# arch -> variant -> family parameters. CLEAR trained MambaOut and VMamba with 768-d outputs and the
-# conv-stem ViT-B (MoCo v3's vit_conv_base), so those are the defaults.
-_MAMBAOUT = {
-    "femto": {"depths": [3, 3, 9, 3], "dims": [48, 96, 192, 288]},
-    "kobe": {"depths": [3, 3, 15, 3], "dims": [48, 96, 192, 288]},
-    "tiny": {"depths": [3, 3, 9, 3], "dims": [96, 192, 384, 576]},
-    "small": {"depths": [3, 4, 27, 3], "dims": [96, 192, 384, 576]},
-    "base": {"depths": [3, 4, 27, 3], "dims": [128, 256, 512, 768]},
-    "micro": {"depths": [1, 1, 1, 1], "dims": [8, 16, 24, 32]},
-    "nano": {"depths": [1, 1, 3, 1], "dims": [16, 32, 64, 96]},
-}
-_VMAMBA = {
-    # VSSM()'s defaults, which CLEAR trained (768-d).
-    "clear": {"depths": [2, 2, 9, 2], "dims": [96, 192, 384, 768]},
-    "micro": {"depths": [1, 1, 1, 1], "dims": [16, 32, 64, 128], "ssm_d_state": 4},
-}
-_VIT_CONVB = {
-    "base": {"embed_dim": 768, "depth": 11, "num_heads": 12},  # MoCo v3 vit_conv_base
-    "small": {"embed_dim": 384, "depth": 11, "num_heads": 12},  # MoCo v3 vit_conv_small
-    "micro": {"embed_dim": 64, "depth": 1, "num_heads": 2},
-}
-VARIANTS: dict[str, dict[str, dict[str, Any]]] = {"mambaout": _MAMBAOUT, "vmamba": _VMAMBA, "vit-convb": _VIT_CONVB}
-DEFAULT_VARIANT = {"mambaout": "base", "vmamba": "clear", "vit-convb": "base"}
 
 
 @dataclass(frozen=True)
@@ -60,30 +30,46 @@ class Backbone:
     dim: int
 
 
+def pretrainable_families() -> list[str]:
+    """The families that declare pretraining variants: built-ins first (in registry order), then plugins.
+
+    Every family module is imported to ask it, so this is only called to list them (an unknown ``--arch``)."""
+    from clearbench.encoders.registry import family_names, get_family
+
+    names = [*BUILTIN_FAMILIES, *sorted(set(family_names()) - set(BUILTIN_FAMILIES))]
+    found = []
+    for name in names:
+        try:
+            family = get_family(name)
+        except ClearbenchError:  # a broken plugin family: the registry reports it where families are listed
+            continue
+        if family.pretrain_variants:
+            found.append(name)
+    return found
+
+
+def pretrainable_family(arch: str) -> Family:
+    """The family ``arch``, refused with the list of pretrainable families when it declares no variants."""
+    from clearbench.encoders.registry import family_names, get_family
+
+    family = get_family(arch) if arch in family_names() else None
+    if family is None or not family.pretrain_variants:
+        raise ClearbenchError(
+            f"unknown architecture '{arch}' for pretraining; choose one of {', '.join(pretrainable_families())} "
+            "(an encoder family becomes pretrainable by declaring pretrain_variants)"
+        )
+    return family
+
+
 def variant_params(arch: str, variant: str | None, image_size: int) -> tuple[str, dict[str, Any]]:
-    """The family parameters of ``variant`` (default: the one CLEAR used) at ``image_size``."""
-    if arch not in VARIANTS:
-        raise ClearbenchError(f"unknown architecture '{arch}'; choose one of {', '.join(ARCHES)}")
-    variant = variant or DEFAULT_VARIANT[arch]
-    table = VARIANTS[arch]
-    if variant not in table:
-        raise ClearbenchError(f"unknown {arch} variant '{variant}'; choose one of {', '.join(table)}")
-    params = dict(table[variant])
-    if arch == "vit-convb":
-        if image_size % 16:
-            raise ClearbenchError(
-                f"vit-convb makes 16 px patches: --image-size must be a multiple of 16, got {image_size}"
-            )
-        params["img_size"] = image_size
-    return variant, params
+    """The family parameters of ``variant`` (default: the family's) at ``image_size``."""
+    return pretrainable_family(arch).pretrain_params(variant, image_size)
 
 
 def build_backbone(arch: str, variant: str | None, image_size: int) -> Backbone:
     """The bare backbone through its family, randomly initialised from torch's global generator."""
-    from clearbench.encoders.registry import get_family
-
-    variant, params = variant_params(arch, variant, image_size)
-    family = get_family(arch)
+    family = pretrainable_family(arch)
+    variant, params = family.pretrain_params(variant, image_size)
     family.require_extra()
     resolved = family.resolve_params(params)
     module = family.build(resolved)

@@ -1,5 +1,10 @@
 """Every setting of a pretraining run, its defaults, and the card name it produces.
 
+:class:`PretrainConfig` is the one place each setting, its type, its default and its help text live: the
+Python API validates against it and ``clearbench pretrain`` derives its options from it
+(:mod:`clearbench.cli.pretrain`). It is strict: an unknown setting or a value of the wrong type is refused
+in one line naming the setting and the type expected, never silently defaulted or coerced.
+
 Defaults follow the paper (section 4.3: AdamW, learning rate 1e-4, 10 warmup epochs, 100 epochs, "all
 other parameters as in the official MoCo-v3 repository") and, where the paper is silent, MoCo v3's recipe
 for its AdamW-trained ViTs (CONFIG.md): temperature 0.2, weight decay 0.1, momentum 0.99 on a cosine
@@ -9,17 +14,16 @@ rate per 256 images: the optimizer uses ``lr * batch_size / 256`` (MoCo v3 and C
 
 from __future__ import annotations
 
+import difflib
 import os
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from clearbench.errors import ClearbenchError
-from clearbench.pretraining.backbones import ARCHES, variant_params
 from clearbench.scans.windows import get_window
 
-METHODS = ("moco", "lecl")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-CACHES = ("auto", "memory", "stream")
+SOURCE = "pretraining settings"
 
 # Settings that may change between a run and its resumption without changing what is trained.
 RESUMABLE_CHANGES = frozenset(
@@ -39,79 +43,166 @@ RESUMABLE_CHANGES = frozenset(
 )
 
 
-@dataclass
-class PretrainConfig:
-    """One pretraining run. ``batch_size`` is global (all ranks together), as in MoCo v3."""
+def _as_tuple(value: Any) -> Any:
+    """TOML, JSON and the command line give lists where the settings keep (immutable, hashable) tuples."""
+    return tuple(value) if isinstance(value, list) else value
 
-    arch: str
-    method: str = "moco"
-    dataset: str = "deeplesion"
-    root: str | None = None
-    lam: float = 0.0
-    variant: str | None = None
-    epochs: int = 100
-    batch_size: int = 256
-    lr: float = 1e-4
-    weight_decay: float = 0.1
-    warmup_epochs: float | None = None  # None: a tenth of the epochs, at most 10 (MoCo v3 and the paper: 10 of 100)
-    tau: float = 0.2
-    momentum: float = 0.99
-    proj_dim: int = 256
-    mlp_dim: int = 4096
-    image_size: int = 224
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    lesion_scale: tuple[float, float] = (0.08, 1.0)
-    windows: tuple[str, ...] = ("abdomen", "lung")
-    splits: tuple[str, ...] | None = None
-    exclude_test_of: tuple[str, ...] = ()
-    store: str | None = None  # the store holding the stored splits of exclude_test_of (default CLEARBENCH_HOME/store)
-    paper_name: str | None = None  # a paper row name for the card: only ever the user's explicit choice
-    seed: int = 0
-    tag: str | None = None
-    out: str | None = None
-    workers: int | None = None  # None: one per CPU core, at most 4
-    device: str = "auto"
-    precision: str = "auto"
-    cache: str = "auto"
-    cache_gb: float = 16.0
-    buffer_size: int = 4096
-    checkpoint_every: int = 0
-    stop_after: int | None = None
-    strict: bool = False
-    progress: bool = True
 
-    def __post_init__(self) -> None:
-        self.crop_scale = tuple(float(v) for v in self.crop_scale)  # type: ignore[assignment]
-        self.lesion_scale = tuple(float(v) for v in self.lesion_scale)  # type: ignore[assignment]
-        self.windows = tuple(self.windows)
-        self.splits = tuple(self.splits) if self.splits else None
+def _as_text(value: Any) -> Any:
+    """Folders may be given as paths; the settings keep them as text (as saved in checkpoints)."""
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+def settings_error(exc: ValidationError, source: str) -> str:
+    """One line for everything pydantic refused: each key path with the type or value expected."""
+    known = list(PretrainConfig.model_fields)
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "settings"
+        if error["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(where, known, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"the settings are {', '.join(known)}"
+            parts.append(f"unknown key '{where}' ({hint})")
+        elif error["type"] == "missing":
+            parts.append(f"{where}: required")
+        else:
+            message = error["msg"][0].lower() + error["msg"][1:]
+            parts.append(f"{where}: {message}, got {error['input']!r}")
+    return f"{source}: {'; '.join(parts)}"
+
+
+Range = Annotated[tuple[float, float], BeforeValidator(_as_tuple)]
+Names = Annotated[tuple[str, ...], BeforeValidator(_as_tuple)]
+Folder = Annotated[str | None, BeforeValidator(_as_text)]
+
+
+class PretrainConfig(BaseModel):
+    """One pretraining run. ``batch_size`` is global (all ranks together), as in MoCo v3.
+
+    ``PretrainConfig("mambaout", epochs=2)``: the architecture may be given first, by position. A
+    :class:`ClearbenchError` names a bad setting; the ``--`` option names in messages are the CLI's.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    arch: str = Field(
+        description="Backbone: mambaout, vmamba, vit-convb, or any encoder family that declares pretraining "
+        "variants (plugins too); an unknown name lists them."
+    )
+    method: Literal["moco", "lecl"] = Field(
+        "moco", description="moco (MoCo v3) or lecl (lesion-enhanced, paper Eq. 4)."
+    )
+    dataset: str = Field("deeplesion", description="Dataset to train on; LECL needs one with lesion boxes.")
+    lam: float = Field(
+        0.0, ge=0.0, description="LECL's lambda: weight of the lesion-slice keys in the denominator (0 = LECL-0)."
+    )
+    root: Folder = Field(None, description="Dataset folder (default: the root in CLEARBENCH_HOME/config.toml).")
+    variant: str | None = Field(
+        None,
+        description="Backbone size, one the family declares: mambaout femto|kobe|tiny|small|base|nano, vmamba clear, "
+        "vit-convb small|base; micro for smoke tests. Default: CLEAR's (768-d).",
+    )
+    epochs: int = Field(100, ge=1, description="Epochs (the paper: 100).")
+    batch_size: int = Field(256, ge=1, description="Global batch over all processes (the paper: 2048; 1024 for ViT).")
+    lr: float = Field(
+        1e-4, description="Learning rate per 256 images; AdamW runs at lr x batch-size / 256 (the paper: 1e-4)."
+    )
+    warmup_epochs: float | None = Field(
+        None,
+        ge=0.0,
+        description="Linear warmup, then cosine decay (default: a tenth of --epochs, at most 10; the paper: 10 of 100).",
+    )
+    weight_decay: float = Field(0.1, ge=0.0, description="AdamW weight decay (MoCo v3's ViT recipe).")
+    tau: float = Field(0.2, description="InfoNCE temperature (MoCo v3's ViT recipe).")
+    momentum: float = Field(0.99, description="Initial EMA momentum of the key encoder; rises to 1 on a half cosine.")
+    proj_dim: int = Field(256, ge=1, description="Output dim of projector and predictor.")
+    mlp_dim: int = Field(4096, ge=1, description="Hidden dim of projector and predictor.")
+    image_size: int = Field(
+        224, ge=8, description="Side of the training views in pixels; the card embeds at this size."
+    )
+    crop_scale: Range = Field(
+        (0.08, 1.0), description="Smallest and largest random crop, as fractions of the slice area."
+    )
+    lesion_scale: Range = Field(
+        (0.08, 1.0), description="Smallest and largest lesion-centred crop (LECL), as fractions of the slice area."
+    )
+    windows: Names = Field(
+        ("abdomen", "lung"),
+        description="HU windows drawn at random per slice; repeat the option; name or name:lo:hi.",
+    )
+    splits: Names | None = Field(
+        None,
+        description="Use only scans of these splits (repeatable); e.g. keep a downstream test split out.",
+    )
+    exclude_test_of: Names = Field(
+        (),
+        description="Leave out the test patients of this task's stored split, the one every clearbench run of it "
+        "uses (repeatable; drawn and stored when absent), as the paper did for task1.",
+    )
+    store: Folder = Field(
+        None,
+        description="The store holding the tasks' stored splits, for --exclude-test-of (default: CLEARBENCH_HOME/store).",
+    )
+    paper_name: str | None = Field(
+        None,
+        description="Paper row name for the card (default: none; a backbone trained here is not the paper's).",
+    )
+    tag: str | None = Field(
+        None, description="Last part of the card name <arch>-<method>-<tag> (default: the dataset)."
+    )
+    out: Folder = Field(None, description="Run folder (default: CLEARBENCH_HOME/pretrain/<card name>).")
+    seed: int = Field(0, description="Seed of the initial weights, data order and augmentations.")
+    workers: int | None = Field(
+        None,
+        ge=0,
+        description="Data loader worker processes per GPU/process (default: one per CPU core, at most 4).",
+    )
+    device: str = Field("auto", description="auto (the GPU of this rank when there is one), cpu, cuda or cuda:N.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto (bf16 autocast on GPUs, fp32 on CPUs), fp32, bf16 or fp16."
+    )
+    cache: Literal["auto", "memory", "stream"] = Field(
+        "auto",
+        description="memory (decode all scans once, keep HU in RAM), stream (decode each scan once per epoch) or auto.",
+    )
+    cache_gb: float = Field(
+        16.0, ge=0.0, description="With --cache auto: stream once the cohort's HU would exceed this many GiB."
+    )
+    buffer_size: int = Field(4096, gt=0, description="Slices a streamed cohort shuffles among, per loader worker.")
+    checkpoint_every: int = Field(
+        0, ge=0, description="Also checkpoint every N steps (0: at the end of each epoch only)."
+    )
+    stop_after: int | None = Field(
+        None, ge=1, description="Stop after this many steps in all, with a checkpoint; run again to continue."
+    )
+    strict: bool = Field(False, description="Stop at the first unreadable scan.")
+    progress: bool = Field(True, description="Show a progress bar.")
+
+    def __init__(self, arch: str | None = None, /, **settings: Any) -> None:
+        if arch is not None:
+            settings["arch"] = arch
+        try:
+            super().__init__(**settings)
+        except ValidationError as exc:
+            raise ClearbenchError(settings_error(exc, SOURCE)) from None
+
+    @model_validator(mode="after")
+    def _complete_and_check(self) -> PretrainConfig:
+        """Fill the defaults that depend on other settings, then check what one field alone cannot."""
         if self.workers is None:
             self.workers = min(4, os.cpu_count() or 1)
         if self.warmup_epochs is None:
             self.warmup_epochs = min(10.0, self.epochs / 10)
-        self.exclude_test_of = tuple(self.exclude_test_of)
-        self.root = str(self.root) if self.root is not None else None
-        self.out = str(self.out) if self.out is not None else None
-        self.store = str(self.store) if self.store is not None else None
-        self.validate()
-
-    def validate(self) -> None:
-        if self.arch not in ARCHES:
-            raise ClearbenchError(f"unknown architecture '{self.arch}'; choose one of {', '.join(ARCHES)}")
-        if self.method not in METHODS:
-            raise ClearbenchError(f"unknown method '{self.method}'; choose moco or lecl")
-        if self.lam < 0:
-            raise ClearbenchError(f"--lam must be >= 0, got {self.lam}")
+        self.splits = self.splits or None
         if self.lam > 0 and self.method != "lecl":
             raise ClearbenchError("--lam applies to --method lecl only")
+        from clearbench.pretraining.backbones import variant_params  # imports torch: not for the CLI's --help
+
         self.variant, _ = variant_params(self.arch, self.variant, self.image_size)
-        for name in ("epochs", "batch_size", "proj_dim", "mlp_dim", "image_size"):
-            if getattr(self, name) <= 0:
-                raise ClearbenchError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         for name in ("lr", "tau"):
             if not getattr(self, name) > 0:
                 raise ClearbenchError(f"--{name} must be positive, got {getattr(self, name)}")
-        if not 0 <= self.warmup_epochs <= self.epochs:
+        if not self.warmup_epochs <= self.epochs:
             raise ClearbenchError(
                 f"--warmup-epochs {self.warmup_epochs:g} does not fit in --epochs {self.epochs}; "
                 f"pass --warmup-epochs between 0 and {self.epochs}"
@@ -126,16 +217,9 @@ class PretrainConfig:
             raise ClearbenchError("at least one HU window is needed")
         for w in self.windows:
             get_window(w)
-        if self.precision not in PRECISIONS:
-            raise ClearbenchError(f"unknown precision '{self.precision}'; choose one of {', '.join(PRECISIONS)}")
-        if self.cache not in CACHES:
-            raise ClearbenchError(f"unknown cache mode '{self.cache}'; choose one of {', '.join(CACHES)}")
-        if self.workers < 0 or self.checkpoint_every < 0 or self.buffer_size <= 0:
-            raise ClearbenchError("--workers and --checkpoint-every must be >= 0 and --buffer-size > 0")
-        if self.stop_after is not None and self.stop_after <= 0:
-            raise ClearbenchError(f"--stop-after must be positive, got {self.stop_after}")
         if self.tag is not None and (not self.tag or any(c.isspace() or c == "/" for c in self.tag)):
             raise ClearbenchError(f"--tag {self.tag!r} must be non-empty, without spaces or '/'")
+        return self
 
     @property
     def method_tag(self) -> str:
@@ -150,17 +234,17 @@ class PretrainConfig:
         return f"{self.arch}-{self.method_tag}-{self.tag or self.dataset}"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump()
 
     def differences(self, saved: dict[str, Any]) -> list[str]:
         """The settings that differ from a saved run's and would change what is trained."""
         out = []
-        for f in fields(self):
-            if f.name in RESUMABLE_CHANGES or f.name not in saved:
+        for name in type(self).model_fields:
+            if name in RESUMABLE_CHANGES or name not in saved:
                 continue
-            mine, theirs = getattr(self, f.name), saved[f.name]
+            mine, theirs = getattr(self, name), saved[name]
             if isinstance(mine, tuple):
                 theirs = tuple(theirs) if theirs is not None else None
             if mine != theirs:
-                out.append(f"{f.name}: {theirs!r} in the checkpoint, {mine!r} now")
+                out.append(f"{name}: {theirs!r} in the checkpoint, {mine!r} now")
         return out

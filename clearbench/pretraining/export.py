@@ -1,6 +1,7 @@
 """The end of a run: the backbone's weights in its family's layout, and an encoder card that points at them.
 
-``backbone.pt`` is the flat, head-less state dict of the online backbone: the projector, predictor and
+``backbone.pt`` is the flat, head-less state dict of the online backbone in the key layout its family
+declares (:meth:`clearbench.encoders.family.Family.export_state_dict`): the projector, predictor and
 momentum encoder are training machinery and are left out, exactly as CLEAR's ``convert_to_deit.py`` keeps
 only ``base_encoder`` without its head. Because the backbone was built by the family from the card's
 parameters, ``load_encoder`` rebuilds the same module and loads the file strictly.
@@ -18,10 +19,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from clearbench.encoders.card import write_card
+from clearbench.encoders.family import Family
 from clearbench.encoders.registry import get_card
 from clearbench.encoders.weights import file_sha256
 from clearbench.errors import ClearbenchError
@@ -33,28 +34,22 @@ WEIGHTS = "backbone.pt"
 PROVENANCE = "pretrain.json"
 
 
-def backbone_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    """The backbone's state dict on the CPU, detached and contiguous, in the family's own key layout."""
-    return {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
-
-
-def recipe_name(config: PretrainConfig) -> str:
+def recipe_name(config: PretrainConfig, family: Family) -> str:
     """The paper row whose recipe this run follows (``MambaOut-LECL-0``): said in the description only.
 
     It is never the card's ``paper_name``: that field names the published row a card *is*, and a backbone
     trained here, on another cohort and budget, is not the paper's; its results must not be shown as (or
     ranked beside) the published numbers. Only built-in cards, or a user's explicit ``--paper-name``, set it.
     """
-    arch = {"mambaout": "MambaOut", "vmamba": "VMamba", "vit-convb": "ViT"}[config.arch]
     method = "MoCo" if config.method == "moco" else f"LECL-{config.lam:g}"
-    return f"{arch}-{method}"
+    return f"{family.display_name or family.name}-{method}"
 
 
-def describe(config: PretrainConfig, steps: int) -> str:
+def describe(config: PretrainConfig, family: Family, steps: int) -> str:
     method = "MoCo v3" if config.method == "moco" else f"LECL (lambda={config.lam:g})"
     return (
         f"{config.arch} ({config.variant}) pretrained with {method} (the recipe of the paper's "
-        f"{recipe_name(config)}) by clearbench pretrain on "
+        f"{recipe_name(config, family)}) by clearbench pretrain on "
         f"{config.dataset}: {config.epochs} epochs ({steps} steps), batch {config.batch_size}, "
         f"{config.image_size} px, windows {'+'.join(config.windows)}, seed {config.seed}"
     )
@@ -70,7 +65,7 @@ def export(
 ) -> tuple[Path, Path]:
     """Write ``backbone.pt``, ``pretrain.json`` and the card; returns ``(weights path, card path)``."""
     weights = run_dir / WEIGHTS
-    atomic_save(backbone_state(module), weights)
+    atomic_save(backbone.family.export_state_dict(module), weights)
     digest = file_sha256(weights)
     record = {**provenance, "weights": str(weights), "weights_sha256": digest, "card": config.card_name}
     tmp = run_dir / (PROVENANCE + ".tmp")
@@ -84,7 +79,7 @@ def export(
         "family": backbone.family.name,
         **({"paper_name": config.paper_name} if config.paper_name else {}),
         "dim": backbone.dim,
-        "description": describe(config, int(provenance.get("steps", 0))),
+        "description": describe(config, backbone.family, int(provenance.get("steps", 0))),
         "weights": {
             "path": str(weights.resolve()),
             "sha256": digest,

@@ -34,6 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from clearbench.config import home
+from clearbench.encoders.image import IMAGENET_MEAN, IMAGENET_STD
 from clearbench.errors import ClearbenchError
 from clearbench.pretraining import distributed as D
 from clearbench.pretraining.augment import AugmentConfig, TwoViews, to_model_input
@@ -82,10 +83,12 @@ def pretrain(
     problems: ProblemLog | None = None,
     **settings: Any,
 ) -> PretrainResult:
-    """Pretrain ``arch`` (mambaout, vmamba, vit-convb) with ``method`` (moco, lecl) on ``dataset``.
+    """Pretrain ``arch`` (an encoder family that declares pretraining: mambaout, vmamba, vit-convb, or a
+    plugin's) with ``method`` (moco, lecl) on ``dataset``.
 
     ``settings`` are the fields of :class:`~clearbench.pretraining.config.PretrainConfig` (``lam``, ``root``,
-    ``epochs``, ``batch_size``, ``lr`` ...). Bad scans go to ``problems`` (created strict when
+    ``epochs``, ``batch_size``, ``lr`` ...); an unknown one, or a value of the wrong type, is a one-line
+    :class:`~clearbench.errors.ClearbenchError`. Bad scans go to ``problems`` (created strict when
     ``strict=True``). Under ``torchrun`` call it on every rank. Returns where the card and weights are.
     """
     return run(PretrainConfig(arch=arch, method=method, dataset=dataset, **settings), problems)
@@ -102,8 +105,8 @@ def run(config: PretrainConfig, problems: ProblemLog | None = None) -> PretrainR
 def normalisation(backbone: Backbone, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The family's mean and std, so training sees inputs normalised as the encoder will at embed time."""
     prep = backbone.family.default_preprocessing
-    mean = torch.tensor(prep.get("mean", (0.485, 0.456, 0.406)), dtype=torch.float32, device=device)
-    std = torch.tensor(prep.get("std", (0.229, 0.224, 0.225)), dtype=torch.float32, device=device)
+    mean = torch.tensor(prep.get("mean", IMAGENET_MEAN), dtype=torch.float32, device=device)
+    std = torch.tensor(prep.get("std", IMAGENET_STD), dtype=torch.float32, device=device)
     return mean, std
 
 

@@ -1,7 +1,8 @@
 """An example encoder family from a third-party package, registered through ``clearbench.encoders``.
 
 It shows both things a plugin can add: a family (code) and cards (data). The family is a single strided
-convolution plus global average pooling; its cards use random weights, so the tests need no files.
+convolution plus global average pooling; its cards use random weights, so the tests need no files. It also
+declares pretraining variants, so ``clearbench pretrain`` can train it and write a card for the result.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ class TinyConvFamily(ImageSliceFamily):
         "size": 64,
         "crop": 64,
     }
+    # What makes the family pretrainable (``clearbench pretrain --arch example-tinyconv``): its sizes as card
+    # parameters, and the one trained by default. The trained weights keep ``build``'s key layout (``conv.*``).
+    pretrain_variants: ClassVar[Mapping[str, Mapping[str, Any]]] = {"micro": {"width": 8}, "base": {"width": 16}}
+    pretrain_default: ClassVar[str | None] = "base"
+    display_name: ClassVar[str | None] = "TinyConv"
 
     def build(self, params: Mapping[str, Any]) -> nn.Module:
         return build_tinyconv(int(params["width"]))

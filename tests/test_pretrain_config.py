@@ -1,0 +1,82 @@
+"""The pretraining settings are one strict model: a typo or a wrong type is a one-line error naming the setting,
+and `clearbench pretrain` takes its options (types, defaults, bounds, help) from that model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+import clearbench
+from clearbench.cli import app
+from clearbench.cli.pretrain import FLAGS, settings_from
+from clearbench.errors import ClearbenchError
+from clearbench.pretraining.config import PretrainConfig
+
+runner = CliRunner()
+
+
+def one_line_error(**settings: object) -> str:
+    with pytest.raises(ClearbenchError) as caught:
+        clearbench.pretrain("mambaout", root="/nowhere", **settings)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("pretraining settings: ")
+    return message
+
+
+def test_a_misspelt_setting_is_refused_in_one_line_with_the_likely_name() -> None:
+    assert one_line_error(epoch=3) == "pretraining settings: unknown key 'epoch' (did you mean 'epochs'?)"
+    message = one_line_error(nonsense=1)
+    assert "unknown key 'nonsense'" in message and "batch_size" in message  # lists what the settings are
+
+
+def test_a_setting_of_the_wrong_type_names_the_key_path_and_the_type() -> None:
+    message = one_line_error(epochs="ten")
+    assert message == "pretraining settings: epochs: input should be a valid integer, got 'ten'"
+    assert "crop_scale.1: input should be a valid number, got 'big'" in one_line_error(crop_scale=(0.1, "big"))
+    assert "strict: input should be a valid boolean, got 'yes'" in one_line_error(strict="yes")
+    assert "method: input should be 'moco' or 'lecl', got 'mocco'" in one_line_error(method="mocco")
+    assert "epochs: input should be greater than or equal to 1, got 0" in one_line_error(epochs=0)
+
+
+def test_lists_and_paths_are_taken_as_a_file_or_json_gives_them(tmp_path: Path) -> None:
+    config = PretrainConfig("mambaout", root=tmp_path, out=tmp_path / "run", splits=[], windows=["lung"])
+    assert config.root == str(tmp_path) and config.out == str(tmp_path / "run") and config.splits is None
+    assert config.windows == ("lung",) and PretrainConfig("mambaout", crop_scale=[0.2, 1]).crop_scale == (0.2, 1.0)
+    saved = {k: list(v) if isinstance(v, tuple) else v for k, v in config.to_dict().items()}  # as JSON gives it
+    assert config.differences(saved) == []
+    assert config.differences({**saved, "epochs": 7}) == ["epochs: 7 in the checkpoint, 100 now"]
+
+
+def pretrain_command() -> Any:
+    group: Any = typer.main.get_command(app)
+    return group.commands["pretrain"]
+
+
+def test_every_setting_but_the_streaming_buffer_is_an_option_of_the_command() -> None:
+    on_cli = {flag.setting for flag in FLAGS}
+    assert set(PretrainConfig.model_fields) - on_cli == {"buffer_size"}
+    names = {name for param in pretrain_command().params for name in param.opts}
+    assert {"--arch", "-a", "--size", "--crop-min", "--lesion-crop-max", "--window", "-w", "--split"} <= names
+    assert {"--no-progress", "--json", "--strict", "-j", "-o", "-b"} <= names
+
+
+def test_the_command_defaults_are_the_model_defaults() -> None:
+    # What the command passes when only --arch is given is exactly the model's own defaults.
+    params = {param.name: param.default for param in pretrain_command().params if param.name != "json_out"}
+    params["arch"] = "mambaout"
+    from_cli = PretrainConfig(**settings_from(params))
+    assert from_cli == PretrainConfig("mambaout")
+    epochs = next(p for p in pretrain_command().params if p.name == "epochs")
+    assert epochs.min == 1  # the model's bound, enforced where the option is parsed
+    assert epochs.help == PretrainConfig.model_fields["epochs"].description
+
+
+def test_a_bad_option_value_exits_as_before() -> None:
+    assert runner.invoke(app, ["pretrain", "--arch", "mambaout", "--epochs", "0"]).exit_code == 2  # click's bound
+    assert runner.invoke(app, ["pretrain", "--arch", "mambaout", "--epochs", "ten"]).exit_code == 2
+    result = runner.invoke(app, ["pretrain", "--arch", "mambaout", "--method", "mocco"])
+    assert result.exit_code == 1 and "method: input should be 'moco' or 'lecl'" in str(result.exception)
