@@ -14,7 +14,6 @@ rate per 256 images: the optimizer uses ``lr * batch_size / 256`` (MoCo v3 and C
 
 from __future__ import annotations
 
-import difflib
 import os
 from typing import Annotated, Any, Literal
 
@@ -22,6 +21,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from clearbench.errors import ClearbenchError
 from clearbench.scans.windows import get_window
+from clearbench.settings_errors import describe_validation_error
 
 SOURCE = "pretraining settings"
 
@@ -51,24 +51,6 @@ def _as_tuple(value: Any) -> Any:
 def _as_text(value: Any) -> Any:
     """Folders may be given as paths; the settings keep them as text (as saved in checkpoints)."""
     return os.fspath(value) if isinstance(value, os.PathLike) else value
-
-
-def settings_error(exc: ValidationError, source: str) -> str:
-    """One line for everything pydantic refused: each key path with the type or value expected."""
-    known = list(PretrainConfig.model_fields)
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "settings"
-        if error["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(where, known, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"the settings are {', '.join(known)}"
-            parts.append(f"unknown key '{where}' ({hint})")
-        elif error["type"] == "missing":
-            parts.append(f"{where}: required")
-        else:
-            message = error["msg"][0].lower() + error["msg"][1:]
-            parts.append(f"{where}: {message}, got {error['input']!r}")
-    return f"{source}: {'; '.join(parts)}"
 
 
 Range = Annotated[tuple[float, float], BeforeValidator(_as_tuple)]
@@ -184,7 +166,7 @@ class PretrainConfig(BaseModel):
         try:
             super().__init__(**settings)
         except ValidationError as exc:
-            raise ClearbenchError(settings_error(exc, SOURCE)) from None
+            raise ClearbenchError(f"{SOURCE}: {describe_validation_error(exc, PretrainConfig)}") from None
 
     @model_validator(mode="after")
     def _complete_and_check(self) -> PretrainConfig:
