@@ -80,3 +80,40 @@ def test_a_bad_option_value_exits_as_before() -> None:
     assert runner.invoke(app, ["pretrain", "--arch", "mambaout", "--epochs", "ten"]).exit_code == 2
     result = runner.invoke(app, ["pretrain", "--arch", "mambaout", "--method", "mocco"])
     assert result.exit_code == 1 and "field 'method': expected one of 'moco', 'lecl'" in str(result.exception)
+
+
+def test_the_command_maps_its_flags_onto_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    import clearbench.pretraining.run as run_module
+
+    seen: dict[str, Any] = {}
+
+    def record(*, problems: object, **settings: Any) -> None:
+        seen.update(settings)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(run_module, "pretrain", record)
+    args = ["pretrain", "-a", "mambaout", "--size", "nano", "--no-progress", "--crop-min", "0.5", "--lesion-crop-max"]
+    args += [
+        "0.9",
+        "-w",
+        "lung",
+        "-w",
+        "bone:300:1500",
+        "--split",
+        "train",
+        "--root",
+        "/data/dl",
+        "--strict",
+        "-j",
+        "2",
+    ]
+    assert runner.invoke(app, args).exit_code == 0
+    assert seen["variant"] == "nano" and seen["progress"] is False and seen["strict"] is True and seen["workers"] == 2
+    assert seen["crop_scale"] == (0.5, 1.0) and seen["lesion_scale"] == (0.08, 0.9)
+    assert (
+        seen["windows"] == ("lung", "bone:300:1500")
+        and seen["splits"] == ("train",)
+        and seen["root"] == Path("/data/dl")
+    )
+    config = PretrainConfig(**seen)
+    assert config.root == "/data/dl" and config.windows == ("lung", "bone:300:1500")
