@@ -13,7 +13,7 @@ import os
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 
 import annotated_types
 import typer
@@ -22,6 +22,9 @@ from pydantic_core import PydanticUndefined
 
 from clearbench.cli.common import command_problems, print_json_line, say
 from clearbench.pretraining.config import PretrainConfig
+
+if TYPE_CHECKING:
+    from clearbench.pretraining.run import PretrainResult
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,7 @@ def settings_from(options: dict[str, Any]) -> dict[str, Any]:
         elif flag.setting == "progress":
             settings["progress"] = not value
         elif isinstance(value, list):
-            settings[flag.setting] = tuple(value) or (None if flag.setting == "splits" else ())
+            settings[flag.setting] = tuple(value)  # no --split at all: the model keeps no split filter
         else:
             settings[flag.setting] = value
     return {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
@@ -168,7 +171,7 @@ def pretrain(**options: Any) -> None:
 pretrain.__signature__ = _signature()  # type: ignore[attr-defined]  # typer reads the options from it
 
 
-def _report(result: Any, skipped: int, json_out: bool) -> None:
+def _report(result: PretrainResult, skipped: int, json_out: bool) -> None:
     """What rank 0 prints at the end: one JSON object, or where the weights and card are and what is next."""
     last = result.losses[-1] if result.losses else None
     if json_out:
