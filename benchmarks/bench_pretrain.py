@@ -33,10 +33,10 @@ from pathlib import Path
 
 import torch
 
-from clearbench.pretraining import distributed as D
 from clearbench.pretraining.backbones import build_backbone
 from clearbench.pretraining.moco import MoCo
 from clearbench.pretraining.run import normalisation, training_step
+from clearbench.runtime import DistContext
 
 
 def _sync(device: torch.device) -> None:
@@ -55,7 +55,7 @@ def measure(arch: str, variant: str, size: int, batch: int, repeats: int, device
         fused=device.type in ("cpu", "cuda"),
     )
     scaler = torch.amp.GradScaler(device.type, enabled=False)
-    ctx = D.DistContext(0, 1, 0, device, owns_group=False)
+    ctx = DistContext(0, 1, 0, device)
     mean, std = normalisation(backbone, device)
     grey = torch.rand(2, batch, 1, size, size, device=device)
     lesion = torch.arange(batch, device=device) % 10 == 0

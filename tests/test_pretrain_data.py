@@ -221,24 +221,25 @@ def test_streamed_index_reports_the_unreadable_scans_of_every_rank(
 ) -> None:
     # Streaming splits the indexing pass between ranks; rank 0 alone reports, so it must hear of the scans
     # the other ranks could not read. Two ranks are played in turn here, with the all-gather stood in for.
+    from clearbench import runtime
     from clearbench.pretraining import run as R
     from clearbench.pretraining.config import PretrainConfig
     from clearbench.pretraining.data import SliceIndex
 
     config = PretrainConfig(arch="mambaout", cache="stream", out=str(tmp_path), progress=False)
-    ctx = [R.D.DistContext(rank, 2, rank, torch.device("cpu"), owns_group=False) for rank in range(2)]
+    ctx = [runtime.DistContext(rank, 2, rank, torch.device("cpu"), owns_group=False) for rank in range(2)]
     sent: list = []
 
     def gather_as_rank1(_ctx: object, obj: object) -> list:
         sent.append(obj)
         return [(SliceIndex([], []).to_json(), []), obj]
 
-    monkeypatch.setattr(R.D, "gather_objects", gather_as_rank1)
+    monkeypatch.setattr(runtime, "gather_objects", gather_as_rank1)
     rank1 = R._Run(config, ctx[1], None)
     reader1 = FakeCohort(6, bad={"s03"}, problems=rank1.problems)  # rank 1 indexes s01, s03, s05
     rank1._index(reader1, reader1.records())
 
-    monkeypatch.setattr(R.D, "gather_objects", lambda _ctx, obj: [obj, sent[0]])
+    monkeypatch.setattr(runtime, "gather_objects", lambda _ctx, obj: [obj, sent[0]])
     log = ProblemLog()
     rank0 = R._Run(config, ctx[0], log)
     reader0 = FakeCohort(6, bad={"s03"}, problems=rank0.problems)

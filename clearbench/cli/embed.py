@@ -53,7 +53,7 @@ def embed(
     Several processes: torchrun --nproc-per-node N -m clearbench embed ... (each rank takes a share of the scans).
     """
     from clearbench.embedding import embed as run_embed
-    from clearbench.embedding.distributed import env_rank
+    from clearbench.runtime import env_ranks
 
     summary = run_embed(
         encoder,
@@ -72,7 +72,7 @@ def embed(
         trust_checkpoint=trust_checkpoint,
         problems=command_problems(strict, record=False),  # rank 0 notes every rank's, from the summary
     )
-    if env_rank() != 0:
+    if env_ranks().rank != 0:
         return
     note_skipped(summary.problems)
     if json_out:

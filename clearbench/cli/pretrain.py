@@ -9,7 +9,6 @@ ranges into two options each, as the command has always taken them.
 from __future__ import annotations
 
 import inspect
-import os
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,8 +156,9 @@ def pretrain(**options: Any) -> None:
     At the end, clearbench embed --encoder <arch>-<method>-<tag> uses the trained backbone.
     """
     from clearbench.pretraining.run import pretrain as run_pretrain
+    from clearbench.runtime import env_ranks
 
-    main = os.environ.get("RANK", "0") == "0"
+    main = env_ranks().rank == 0
     json_out = bool(options.pop("json_out"))
     settings = settings_from(options)
     settings["progress"] = main and settings["progress"] and not json_out

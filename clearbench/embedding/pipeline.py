@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from clearbench import runtime
 from clearbench.embedding.batches import BatchBuffer, ScanJob, cut_batches, scatter
 from clearbench.embedding.cohort import check_cohort
-from clearbench.embedding.distributed import Ranks, rank_device
 from clearbench.embedding.loader import Failed, Prefetcher
 from clearbench.embedding.progress import EmbedProgress
 from clearbench.embedding.writer import StoreWriter
@@ -190,8 +190,10 @@ def embed(
     started = time.perf_counter()
     if table is not None:
         check_table_name(table)  # before the encoder loads: a bad name is known at once
-    dev = rank_device(device, encoder.device if isinstance(encoder, Encoder) and device is None else None)
-    ranks = Ranks.from_env(dev)
+    if device is None:
+        device = encoder.device if isinstance(encoder, Encoder) else "auto"
+    ranks = runtime.start(device)
+    dev = ranks.device
     try:
         problems = problems if problems is not None else ProblemLog(strict=strict)
         problems.strict = strict or problems.strict
@@ -227,11 +229,11 @@ def embed(
         if ranks.is_main:
             target = store.open_for_writing(name, encoder.dim, provenance, chosen, overwrite=overwrite)
             changed = _forget_changed(target, reader, records, problems)
-        ranks.barrier()
+        runtime.barrier(ranks)
         if target is None:
             target = store.open_for_writing(name, encoder.dim, provenance, chosen)
         todo, skipped = _todo(records, chosen, target.done())
-        ranks.barrier()  # every rank has read the same stored set before any rank writes
+        runtime.barrier(ranks)  # every rank has read the same stored set before any rank writes
         mine = todo[ranks.rank :: ranks.world]
 
         run = _Run(encoder, reader, target, problems, batch_size, workers or _default_workers(), commit_seconds)
@@ -240,11 +242,13 @@ def embed(
             run.execute(mine, bar)
         loop_seconds = time.perf_counter() - loop_started
 
-        counts = ranks.gather((run.done, run.failed, run.rows_written, run.slices, loop_seconds, problems.problems))
-        ranks.barrier()
+        counts = runtime.gather_objects(
+            ranks, (run.done, run.failed, run.rows_written, run.slices, loop_seconds, problems.problems)
+        )
+        runtime.barrier(ranks)
         if ranks.is_main:
             store.optimize(name)
-        ranks.barrier()
+        runtime.barrier(ranks)
         return EmbedSummary(
             table=name,
             store=str(store.path),
@@ -264,7 +268,7 @@ def embed(
             problems=list(dict.fromkeys(p for c in counts for p in c[5])),  # each rank reports the index's own
         )
     finally:
-        ranks.close()
+        runtime.close(ranks)
 
 
 class _Run:

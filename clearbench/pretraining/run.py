@@ -33,10 +33,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from clearbench import runtime
 from clearbench.config import home
 from clearbench.encoders.image import IMAGENET_MEAN, IMAGENET_STD
 from clearbench.errors import ClearbenchError
-from clearbench.pretraining import distributed as D
 from clearbench.pretraining.augment import AugmentConfig, TwoViews, to_model_input
 from clearbench.pretraining.backbones import Backbone, build_backbone
 from clearbench.pretraining.checkpoint import CHECKPOINT, FORMAT, atomic_save, load_checkpoint, rng_state, set_rng_state
@@ -49,6 +49,7 @@ from clearbench.pretraining.data import (
     StreamingSlices,
     index_cohort,
 )
+from clearbench.pretraining.distributed import check_replicas
 from clearbench.pretraining.export import WEIGHTS, check_card_name_free, export
 from clearbench.pretraining.moco import MoCo, lr_at, momentum_at
 from clearbench.problems import ProblemLog
@@ -95,11 +96,11 @@ def pretrain(
 
 
 def run(config: PretrainConfig, problems: ProblemLog | None = None) -> PretrainResult:
-    ctx = D.setup(config.device)
+    ctx = runtime.start(config.device)
     try:
         return _Run(config, ctx, problems).execute()
     finally:
-        D.teardown(ctx)
+        runtime.close(ctx)
 
 
 def normalisation(backbone: Backbone, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,7 +156,7 @@ class _MetricsLog:
 
 
 class _Run:
-    def __init__(self, config: PretrainConfig, ctx: D.DistContext, problems: ProblemLog | None) -> None:
+    def __init__(self, config: PretrainConfig, ctx: runtime.DistContext, problems: ProblemLog | None) -> None:
         self.config = config
         self.ctx = ctx
         # Only rank 0 reports problems; the others keep theirs quiet (they see the same scans, except when
@@ -238,7 +239,7 @@ class _Run:
             index, kept, volumes = index_cohort(reader, share, cache_bytes, lambda: progress.advance(task))
         if cfg.cache == "stream":
             found = [p.to_dict() for p in self.problems.problems[reported:]]
-            parts = D.gather_objects(ctx, (index.to_json(), found))
+            parts = runtime.gather_objects(ctx, (index.to_json(), found))
             if ctx.is_main:  # the other ranks read other scans: their unreadable ones are reported here
                 others = [p for rank, (_, problems) in enumerate(parts) if rank != ctx.rank for p in problems]
                 for p in others:
@@ -372,8 +373,8 @@ class _Run:
         step: int,
         steps_per_epoch: int,
     ) -> None:
-        replicas = D.check_replicas(self.ctx, moco.online, moco.momentum)
-        rngs = D.gather_objects(self.ctx, rng_state())
+        replicas = check_replicas(self.ctx, moco.online, moco.momentum)
+        rngs = runtime.gather_objects(self.ctx, rng_state())
         if self.ctx.is_main:
             atomic_save(
                 {
@@ -415,7 +416,7 @@ class _Run:
         if ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             check_card_name_free(cfg.card_name, self.run_dir / WEIGHTS)
-        D.barrier(ctx)
+        runtime.barrier(ctx)
         ckpt = self._resume_state()
         data, index = self._data()
         backbone, moco, online = self._model()
@@ -438,7 +439,7 @@ class _Run:
             result.weights, result.card_path = export(
                 self.run_dir, backbone, moco.backbone, cfg, self._provenance(index, step, time.time() - start)
             )
-        D.barrier(ctx)
+        runtime.barrier(ctx)
         return result
 
     def _restore(
@@ -583,7 +584,7 @@ def training_step(
     dtype: torch.dtype | None,
     mean: torch.Tensor,
     std: torch.Tensor,
-    ctx: D.DistContext,
+    ctx: runtime.DistContext,
 ) -> tuple[float, int]:
     """One optimizer step on a loader batch; returns (loss averaged over ranks, lesion slices in the batch).
 
@@ -605,5 +606,5 @@ def training_step(
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
-    n_lesion = round(D.all_mean(ctx, lesion.sum()) * ctx.world)
-    return D.all_mean(ctx, loss), n_lesion
+    n_lesion = round(runtime.all_mean(ctx, lesion.sum()) * ctx.world)
+    return runtime.all_mean(ctx, loss), n_lesion

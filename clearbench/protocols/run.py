@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from clearbench import runtime
 from clearbench.config import dataset_roots
 from clearbench.errors import ClearbenchError
 from clearbench.mil.data import BagSet
@@ -121,20 +122,6 @@ class EncoderRun:
 
 def _none_if_nan(x: float) -> float | None:
     return None if x != x else float(x)
-
-
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        kind = torch.device(device).type
-    except RuntimeError:
-        raise ClearbenchError(
-            f"--device {device}: not a torch device; use --device cpu, cuda, cuda:N or auto"
-        ) from None
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ClearbenchError(f"--device {device}: no CUDA device is available to torch; use --device cpu (or auto)")
-    return device
 
 
 def encoder_tables(emb: EmbeddingStore, dataset: str, encoders: Sequence[str] | None = None) -> list[EncoderTable]:
@@ -581,7 +568,7 @@ def run_task(
     tables = encoder_tables(emb, card.dataset, encoders)
     labels = cohort_labels(card, root, tables, problems)
     results = ResultsStore(db=emb.db)
-    device = _resolve_device(device)
+    device = str(runtime.resolve_device(device))
     run_seed = card.protocol.seed if seed is None else seed
     split = task_split(card, labels, emb.db, seed=run_seed, resplit=resplit, keep=keep_split)
     done: list[EncoderRun] = []
