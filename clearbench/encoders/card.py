@@ -36,6 +36,7 @@ from typing import Any
 
 import tomli_w
 
+from clearbench.atomic import write_atomic
 from clearbench.config import read_toml, user_card_dir
 from clearbench.errors import ClearbenchError, InputError
 
@@ -239,7 +240,5 @@ def write_card(
         text = tomli_w.dumps(card.to_toml())
     except TypeError as exc:  # None or an object: TOML has no null, and a card must be plain data
         raise ClearbenchError(f"card '{card.name}' cannot be written as TOML ({exc}); leave out None values") from exc
-    tmp = target.with_suffix(".toml.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(target)
+    write_atomic(target, text)
     return target

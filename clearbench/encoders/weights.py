@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 import torch
 from torch import nn
 
+from clearbench.atomic import write_atomic
 from clearbench.config import home
 from clearbench.encoders.card import EncoderCard, WeightsSpec
 from clearbench.encoders.family import StateDict
@@ -181,9 +182,7 @@ def _write_disk_cache(data: dict[str, str]) -> None:
     target = _cache_file()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=0, sort_keys=True), encoding="utf-8")
-        tmp.replace(target)
+        write_atomic(target, json.dumps(data, indent=0, sort_keys=True))
     except OSError:
         return  # a read-only home only costs a re-hash next time
 

@@ -12,7 +12,6 @@ The data order needs no state of its own: the sampler's permutation and every au
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from clearbench.atomic import open_atomic
 from clearbench.errors import InputError
 
 FORMAT = "clearbench-pretrain/1"
@@ -27,13 +27,9 @@ CHECKPOINT = "checkpoint.pt"
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as fh:
+    """``torch.save`` that replaces ``path`` whole, so a run killed while saving keeps its last checkpoint."""
+    with open_atomic(path) as fh:
         torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
 
 
 def rng_state() -> dict[str, Any]:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler, IterableDataset, get_worker_info
 
+from clearbench.atomic import write_atomic
 from clearbench.errors import InputError
 from clearbench.pretraining.augment import TwoViews
 from clearbench.scans.base import DatasetReader, ScanRecord
@@ -84,9 +85,7 @@ class SliceIndex:
         return cls(list(data["scan_ids"]), [int(n) for n in data["n_slices"]], boxes)
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_json()))
-        tmp.replace(path)
+        write_atomic(path, json.dumps(self.to_json()))
 
     @classmethod
     def load(cls, path: Path) -> SliceIndex:

@@ -21,6 +21,7 @@ from typing import Any
 
 from torch import nn
 
+from clearbench.atomic import write_atomic
 from clearbench.encoders.card import write_card
 from clearbench.encoders.family import Family
 from clearbench.encoders.registry import get_card
@@ -68,9 +69,7 @@ def export(
     atomic_save(backbone.family.export_state_dict(module), weights)
     digest = file_sha256(weights)
     record = {**provenance, "weights": str(weights), "weights_sha256": digest, "card": config.card_name}
-    tmp = run_dir / (PROVENANCE + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    tmp.replace(run_dir / PROVENANCE)
+    write_atomic(run_dir / PROVENANCE, json.dumps(record, indent=2, default=str))
 
     preprocessing = {k: v for k, v in backbone.family.default_preprocessing.items()}
     preprocessing.update({"size": config.image_size, "crop": config.image_size})
