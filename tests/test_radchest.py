@@ -214,3 +214,19 @@ def test_an_empty_root(tmp_path: Path) -> None:
     assert reader.records() == []
     reasons = [p.reason for p in reader.problems.errors]
     assert any("no .npz volumes" in r for r in reasons)
+
+
+def test_a_volume_beyond_int16_reports_its_clipping(cohort, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A float .npz whose values int16 cannot hold is clipped, and the reader says how many voxels, once."""
+    root = _copy(cohort, tmp_path)
+    name = sorted(p.stem for p in root.glob("*.npz"))[0]
+    ct = np.full((4, 8, 8), -1000.0, dtype=np.float32)
+    ct[0, 0, :3] = 40000.0
+    ct[3, 7, 7] = -40000.0
+    np.savez_compressed(root / f"{name}.npz", ct=ct)
+    reader = RadChestReader(root)
+    scan = next(reader.scans([reader.record(name)]))
+    assert int(scan.hu.max()) == 32767 and int(scan.hu.min()) == -32768
+    [problem] = reader.problems.for_scan(name)
+    assert problem.severity == "warning" and problem.path == str(root / f"{name}.npz")
+    assert "4 voxel(s) outside the int16 HU range were clipped" in problem.reason

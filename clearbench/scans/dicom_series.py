@@ -27,6 +27,7 @@ from pydicom.errors import InvalidDicomError
 
 from clearbench.errors import InputError
 from clearbench.problems import ProblemLog
+from clearbench.scans.hu import int16_hu, report_clipped
 from clearbench.scans.scan import Scan
 from clearbench.scans.walk import files_under
 
@@ -38,7 +39,6 @@ GAP_TOLERANCE_REL = 0.05
 # Gantry tilts up to this angle still count as axial; anything steeper is an oblique or a scout.
 MAX_TILT_DEG = 30.0
 
-_INT16 = np.iinfo(np.int16)
 _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 # Files so named claim to be DICOM: when one is not, a slice is missing and the user must hear which file it is.
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic", ".ima")
@@ -393,10 +393,9 @@ def _hu(s: _Slice) -> tuple[np.ndarray, int, bool]:
     from pydicom.pixels import apply_modality_lut
 
     ds = s.dataset
-    values = np.rint(apply_modality_lut(_raw_pixels(s), ds))
-    clipped = int(np.count_nonzero((values < _INT16.min) | (values > _INT16.max)))
+    hu, clipped = int16_hu(apply_modality_lut(_raw_pixels(s), ds))
     rescaled = "RescaleSlope" in ds or "RescaleIntercept" in ds or "ModalityLUTSequence" in ds
-    return np.clip(values, _INT16.min, _INT16.max).astype(np.int16), clipped, rescaled
+    return hu, clipped, rescaled
 
 
 def _z_spacing(z: np.ndarray, fallback: float | None) -> float:
@@ -507,10 +506,7 @@ def read_ct_series(
         problems.report(
             where, "no RescaleSlope/RescaleIntercept: stored values taken as HU", scan_id=scan_id, severity="warning"
         )
-    if clipped:
-        problems.report(
-            where, f"{clipped} voxel(s) outside the int16 HU range were clipped", scan_id=scan_id, severity="warning"
-        )
+    report_clipped(problems, where, clipped, scan_id)  # once for the series, not once per slice
 
     transpose, flip_rows, flip_cols = display_axes(first.orientation or (1, 0, 0, 0, 1, 0))
     row_mm, col_mm = first.pixel_spacing or (1.0, 1.0)

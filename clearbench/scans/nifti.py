@@ -22,10 +22,10 @@ from clearbench.errors import InputError
 from clearbench.problems import ProblemLog
 from clearbench.scans.base import ScanRecord
 from clearbench.scans.cohort import CohortReader
+from clearbench.scans.hu import to_int16_hu
 from clearbench.scans.scan import Scan
 from clearbench.scans.walk import files_under
 
-_INT16 = np.iinfo(np.int16)
 # Voxels that are NaN (outside the field of view in some exports) become air.
 NAN_FILL_HU = -1024
 SUFFIXES = (".nii.gz", ".nii")
@@ -89,16 +89,8 @@ def _int16_hu(data: np.ndarray, path: Path, scan_id: str, problems: ProblemLog) 
     Integer data (the usual CT export: int16 without scaling, which nibabel hands over unscaled) is cast
     directly; only scaled or float data goes through float64, whose temporaries cost ten times the volume.
     """
-    if np.issubdtype(data.dtype, np.integer):
-        lo, hi = int(data.min()), int(data.max())
-        if _INT16.min <= lo and hi <= _INT16.max:
-            return data.astype(np.int16, copy=False)
-        wide = data.astype(np.int64)
-        clipped = int(np.count_nonzero((wide < _INT16.min) | (wide > _INT16.max)))
-        values: np.ndarray = wide
-    else:
-        values = data.astype(np.float64, copy=False)
-        finite = np.isfinite(values)
+    if not np.issubdtype(data.dtype, np.integer):
+        finite = np.isfinite(data)
         if not finite.any():
             raise InputError(path, "the volume holds no finite value (all NaN or infinite)")
         if not finite.all():
@@ -108,14 +100,8 @@ def _int16_hu(data: np.ndarray, path: Path, scan_id: str, problems: ProblemLog) 
                 scan_id=scan_id,
                 severity="warning",
             )
-            values = np.where(finite, values, NAN_FILL_HU)
-        values = np.rint(values)
-        clipped = int(np.count_nonzero((values < _INT16.min) | (values > _INT16.max)))
-    if clipped:
-        problems.report(
-            path, f"{clipped} voxel(s) outside the int16 HU range were clipped", scan_id=scan_id, severity="warning"
-        )
-    return np.clip(values, _INT16.min, _INT16.max).astype(np.int16)
+            data = np.where(finite, data, NAN_FILL_HU)
+    return to_int16_hu(data, path, problems, scan_id)
 
 
 class NiftiCohortReader(CohortReader):

@@ -38,6 +38,7 @@ import polars as pl
 
 from clearbench.errors import InputError
 from clearbench.scans.base import DatasetReader, ScanRecord
+from clearbench.scans.hu import to_int16_hu
 from clearbench.scans.scan import Scan
 
 ABNORMALITIES: tuple[str, ...] = (
@@ -290,7 +291,7 @@ class RadChestReader(DatasetReader):
                 bad = int(ct.size - finite.sum())
                 what = "every voxel is" if bad == ct.size else f"{bad} of {ct.size} voxels are"
                 raise InputError(path, f"{what} NaN or infinite; the volume is unusable")
-            ct = np.clip(np.rint(ct), -32768, 32767).astype(np.int16)
+            ct = to_int16_hu(ct, path, self.problems, record.scan_id)
         hu = np.ascontiguousarray(ct[::-1])  # superior->inferior on disk; the Scan's z increases
         s = record.meta.get("spacing", (NOMINAL_SPACING_MM,) * 3)
         return Scan(
