@@ -254,3 +254,48 @@ def test_run_on_a_read_only_store_is_one_line_and_a_writable_rerun_completes(tmp
     code, err = _exit(capsys, [*run_argv, "--store", str(store)])
     assert code == 0, err
     assert len(EmbeddingStore(store).db.open_table("run_folds").to_arrow()) == 5
+
+
+def test_lancedb_errors_are_recognised_as_this_release_raises_them(tmp_path: Path) -> None:
+    """The real exceptions of the installed LanceDB: if a release renames or retypes one, this fails first."""
+    import shutil
+
+    import pyarrow as pa
+
+    from clearbench.store.db import classify, connect
+
+    db = connect(tmp_path / "store")
+    faults = {}
+    try:
+        db.open_table("absent")
+    except Exception as exc:  # noqa: BLE001 - the point is which exception LanceDB raises
+        faults["open absent"] = classify(exc)
+    table = db.create_table("t", schema=pa.schema([("x", pa.int64())]))
+    table.add(pa.table({"x": [1]}))
+    table.add_columns({"y": "x * 2"})
+    try:
+        db.create_table("t", schema=pa.schema([("x", pa.int64())]), exist_ok=True)
+    except Exception as exc:  # noqa: BLE001
+        faults["other schema"] = classify(exc)
+    shutil.rmtree(tmp_path / "store" / "t.lance")
+    try:
+        table.count_rows()
+    except Exception as exc:  # noqa: BLE001
+        faults["folder gone"] = classify(exc)
+    assert faults == {"open absent": "not-found", "other schema": "schema-mismatch", "folder gone": "table-gone"}
+
+
+def test_faults_are_told_by_type_first_and_by_text_only_within_a_type() -> None:
+    from clearbench.store.db import classify
+
+    assert classify(OSError(errno.ENOSPC, "No space left on device")) == "no-space"
+    assert classify(PermissionError(errno.EACCES, "Permission denied")) == "no-permission"
+    assert classify(RuntimeError("lance error: LanceError(IO): Read-only file system (os error 30), x.rs:1")) == (
+        "read-only"
+    )
+    assert classify(RuntimeError("lance error: Not found: s/t.lance/_versions, x.rs:1")) == "table-gone"
+    assert classify(RuntimeError("Retryable commit conflict for version 3")) == "conflict"
+    # The same words in another kind of error are not that condition.
+    assert classify(ValueError("Not found: s/t.lance/_versions")) is None
+    assert classify(RuntimeError("Table 't' was not found")) is None
+    assert classify(KeyError("does not match")) is None
