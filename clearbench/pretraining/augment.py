@@ -118,15 +118,18 @@ class TwoViews:
         else:
             size = [self.config.size, self.config.size]
             a = TF.resize(image, size, antialias=True)
+            x1, y1, x2, y2 = lesion_box
             top, left, h, w = lesion_crop(
-                tuple(lesion_box), image.shape[-2], image.shape[-1], self.config.lesion_scale, self.config.ratio
+                (x1, y1, x2, y2), image.shape[-2], image.shape[-1], self.config.lesion_scale, self.config.ratio
             )
             b = TF.resized_crop(image, top, left, h, w, size, antialias=True)
         # Antialiased resampling can overshoot [0, 1] slightly; a PIL image could not.
         return self.view1(a.clamp_(0.0, 1.0)), self.view2(b.clamp_(0.0, 1.0))
 
 
-def to_model_input(views: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+def to_model_input(
+    views: torch.Tensor, mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor
+) -> torch.Tensor:
     """``[N, 1, H, W]`` grey views in [0, 1] -> ``[N, C, H, W]`` normalised, grey replicated to C channels."""
     mean_t = torch.as_tensor(mean, dtype=views.dtype, device=views.device).view(1, -1, 1, 1)
     std_t = torch.as_tensor(std, dtype=views.dtype, device=views.device).view(1, -1, 1, 1)

@@ -17,7 +17,16 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from clearbench.errors import ClearbenchError
 from clearbench.scans.windows import get_window
@@ -51,6 +60,11 @@ def _as_tuple(value: Any) -> Any:
 def _as_text(value: Any) -> Any:
     """Folders may be given as paths; the settings keep them as text (as saved in checkpoints)."""
     return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+def _default_workers(value: Any) -> Any:
+    """None: one data loader worker per CPU core, at most 4."""
+    return min(4, os.cpu_count() or 1) if value is None else value
 
 
 Range = Annotated[tuple[float, float], BeforeValidator(_as_tuple)]
@@ -89,9 +103,10 @@ class PretrainConfig(BaseModel):
     lr: float = Field(
         1e-4, description="Learning rate per 256 images; AdamW runs at lr x batch-size / 256 (the paper: 1e-4)."
     )
-    warmup_epochs: float | None = Field(
+    warmup_epochs: float = Field(
         None,
         ge=0.0,
+        validate_default=True,
         description="Linear warmup, then cosine decay (default: a tenth of --epochs, at most 10; the paper: 10 of 100).",
     )
     weight_decay: float = Field(0.1, ge=0.0, description="AdamW weight decay (MoCo v3's ViT recipe).")
@@ -134,9 +149,10 @@ class PretrainConfig(BaseModel):
     )
     out: Folder = Field(None, description="Run folder (default: CLEARBENCH_HOME/pretrain/<card name>).")
     seed: int = Field(0, description="Seed of the initial weights, data order and augmentations.")
-    workers: int | None = Field(
+    workers: Annotated[int, BeforeValidator(_default_workers)] = Field(
         None,
         ge=0,
+        validate_default=True,
         description="Data loader worker processes per GPU/process (default: one per CPU core, at most 4).",
     )
     device: str = Field("auto", description="auto (the GPU of this rank when there is one), cpu, cuda or cuda:N.")
@@ -168,13 +184,18 @@ class PretrainConfig(BaseModel):
         except ValidationError as exc:
             raise ClearbenchError(f"{SOURCE}: {describe_validation_error(exc, PretrainConfig)}") from None
 
+    @field_validator("warmup_epochs", mode="before")
+    @classmethod
+    def _default_warmup(cls, value: Any, info: ValidationInfo) -> Any:
+        """None: a tenth of the epochs, at most 10 (MoCo v3 and the paper: 10 of 100)."""
+        if value is not None:
+            return value
+        epochs = info.data.get("epochs")  # absent when refused: then that error stands alone
+        return min(10.0, epochs / 10) if epochs is not None else 0.0
+
     @model_validator(mode="after")
     def _complete_and_check(self) -> PretrainConfig:
-        """Fill the defaults that depend on other settings, then check what one field alone cannot."""
-        if self.workers is None:
-            self.workers = min(4, os.cpu_count() or 1)
-        if self.warmup_epochs is None:
-            self.warmup_epochs = min(10.0, self.epochs / 10)
+        """Check what one field alone cannot; the variant's default is the family's."""
         self.splits = self.splits or None
         if self.lam > 0 and self.method != "lecl":
             raise ClearbenchError("--lam applies to --method lecl only")

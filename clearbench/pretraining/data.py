@@ -105,12 +105,12 @@ def lesion_boxes(scan: Scan) -> dict[int, list[Box]]:
 def index_cohort(
     reader: DatasetReader,
     records: Sequence[ScanRecord],
-    cache_bytes: int,
+    cache_bytes: float,
     on_scan: Callable[[], None] | None = None,
 ) -> tuple[SliceIndex, list[ScanRecord], list[np.ndarray] | None]:
     """Decode every scan once: the index, the records that loaded, and the HU volumes if they fit.
 
-    Volumes are kept while their total stays within ``cache_bytes``; past it they are dropped and the
+    Volumes are kept while their total stays within ``cache_bytes`` (``math.inf``: always); past it they are dropped and the
     caller streams instead (None). Bad scans go to ``reader.problems`` (which raises when strict).
     """
     ids: list[str] = []

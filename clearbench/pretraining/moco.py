@@ -121,8 +121,8 @@ class MoCo(nn.Module):
 @torch.no_grad()
 def ema_update_(target: nn.Module, source: nn.Module, m: float) -> None:
     """In place, for matching parameters: ``target <- m * target + (1 - m) * source``."""
-    t_params = list(target.parameters())
-    s_params = list(source.parameters())
+    t_params: list[torch.Tensor] = list(target.parameters())
+    s_params: list[torch.Tensor] = list(source.parameters())
     if len(t_params) != len(s_params):
         raise ValueError("EMA target and source have different parameter lists")
     torch._foreach_lerp_(t_params, [p.detach() for p in s_params], 1.0 - m)
