@@ -1,8 +1,9 @@
 # Two entry points, both safe on a fresh machine: they create .venv when missing and install the project.
 #   make demo   clearbench demo: pretrain, embed, evaluate and compare four encoders on a synthetic cohort
 #               (core install; DEMO_ARGS=--quick for the short version)
-#   make test   the test suite (core install plus the dev, merlin and sam2 extras; the example plugin goes into
-#               .venv/test-plugins, a folder only the tests put on the path, so a user's listings never show it);
+#   make test   ruff (lint, then format check), then the test suite (core install plus the dev, merlin and sam2
+#               extras; the example plugin goes into .venv/test-plugins, a folder only the tests put on the
+#               path, so a user's listings never show it);
 #               installs Debian's chromium for the browser test when it is absent and the user is root
 PYTHON ?= python3
 VENV := .venv
@@ -46,7 +47,10 @@ demo: $(CORE)
 board-example: $(CORE)
 	CLEARBENCH_HOME=$(abspath $(EXAMPLE_DIR))/home PATH=$(abspath $(VENV))/bin:$$PATH sh scripts/board_example.sh $(abspath $(EXAMPLE_DIR)) leaderboards/example
 
+# ruff reads pyproject.toml; its default excludes (.venv, build, dist, ...) and .gitignore keep it on our sources.
 test: $(TEST) $(PLUGIN)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	sh scripts/ensure_chromium.sh
 	$(PY) -m pytest -n 2 --durations=15
 

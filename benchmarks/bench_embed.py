@@ -167,8 +167,8 @@ def main() -> None:
                 + ", ".join(f"{w:.1f}/{c:.1f}" for w, c in runs[key])
                 + ")"
             )
-        pairs = [e[0] / p[0] for e, p in zip(runs["encode"], runs["pipeline"])]
-        pairs_embed = [e[0] / p[0] for e, p in zip(runs["embed"], runs["pipeline"])]
+        pairs = [e[0] / p[0] for e, p in zip(runs["encode"], runs["pipeline"], strict=True)]
+        pairs_embed = [e[0] / p[0] for e, p in zip(runs["embed"], runs["pipeline"], strict=True)]
         print(
             f"FIGURE 1  pipeline / encoder-only (encode): {statistics.median(pairs):.3f} median of {len(pairs)} "
             f"adjacent pairs; {rate['pipeline'] / rate['encode']:.3f} best run / best run   (target >= 0.9)"

@@ -230,8 +230,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     scans = synthetic_embeddings(args.scans, args.dim, args.labels, args.min_len, args.max_len, seed=0)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
         store = write_store(tmp / "store", scans, args.dim)
         # The same vectors for the reference, after the store's float16 round trip, one file per scan.
         bags = store.bags(table="bench__synthetic", windows=["abdomen", "lung"])
@@ -289,7 +289,7 @@ def main() -> None:
     if full_line:
         print(full_line)
 
-    k = int(round(mean_len))
+    k = round(mean_len)
     achieved, peak, step_s = flops_ratio(128, k, args.dim, args.labels, args.device, args.repeat)
     print(
         f"ABMIL training step (B=128, K={k}, D={args.dim}, H=P=256): {step_s * 1e3:.1f} ms, "

@@ -127,7 +127,7 @@ def main() -> None:
         for size in chunk_sizes:
             spans = len(_safe_spans(dt, A, size))
             t, y = best_time(
-                lambda: selective_scan_chunked(**inputs, delta_softplus=True, chunk_size=size), args.repeats
+                lambda size=size: selective_scan_chunked(**inputs, delta_softplus=True, chunk_size=size), args.repeats
             )
             diff = (y - ref_y).abs().max().item()
             print(f"  chunked T={size:<5}  {t:9.3f}   {ref_time / t:7.2f}x   {diff:10.2e}   {spans}")
@@ -141,7 +141,9 @@ def main() -> None:
     print("\nforward + backward   time (s)   speed-up   max |diff| / max |value|, output and all 7 gradients")
     print(f"  recurrence        {ref_time:9.3f}   {1.0:7.2f}x")
     for size in chunk_sizes:
-        t, g = best_time(lambda: forward_backward(selective_scan_chunked, inputs, chunk_size=size), args.repeats)
+        t, g = best_time(
+            lambda size=size: forward_backward(selective_scan_chunked, inputs, chunk_size=size), args.repeats
+        )
         diff = max((g[k] - ref_g[k]).abs().max().item() for k in g)
         rel = max(((g[k] - ref_g[k]).abs().max() / ref_g[k].abs().max()).item() for k in g)
         print(f"  chunked T={size:<5}  {t:9.3f}   {ref_time / t:7.2f}x   {diff:.2e} / {rel:.2e} relative")

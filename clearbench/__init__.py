@@ -49,4 +49,5 @@ def __getattr__(name: str) -> Any:
     return getattr(import_module(module), name)
 
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["__version__"]
+__all__ += list(_LAZY)

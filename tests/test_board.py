@@ -136,13 +136,14 @@ def test_every_task_tab_has_the_expected_rows(page, built, deeplesion_runs) -> N
     for task in tabs:
         page.click(f"#tabs button[data-task='{task}']")
         df = expected[task]["auc"]
-        assert _rows(page) == list(zip(df["source"], df["encoder"]))
+        assert _rows(page) == list(zip(df["source"], df["encoder"], strict=True))
         assert sorted(e for s, e in _rows(page) if s == "reproduced") == sorted(ENCODERS)
         page.uncheck("#show-published")
-        assert _rows(page) == [(s, e) for s, e in zip(df["source"], df["encoder"]) if s != "published"]
+        assert _rows(page) == [(s, e) for s, e in zip(df["source"], df["encoder"], strict=True) if s != "published"]
         page.check("#show-published")
     assert any(
-        s == "published" for s, _ in zip(expected["task1"]["auc"]["source"], expected["task1"]["auc"]["encoder"])
+        s == "published"
+        for s, _ in zip(expected["task1"]["auc"]["source"], expected["task1"]["auc"]["encoder"], strict=True)
     )
 
 
@@ -172,7 +173,9 @@ def test_metric_switch_shows_the_leaderboard_api_numbers(page, built) -> None:
         assert page.get_attribute(f"#metric button[data-metric='{metric}']", "aria-pressed") == "true"
         df = expected["task1"][metric]
         for column in ("average", "bone", "liver"):
-            assert _cells(page, column) == [_cell_text(m, s) for m, s in zip(df[column], df[f"{column} std"])]
+            assert _cells(page, column) == [
+                _cell_text(m, s) for m, s in zip(df[column], df[f"{column} std"], strict=True)
+            ]
         shown[metric] = _cells(page, "average")
     assert shown["auc"] != shown["auprc"] != shown["f1"]
 
@@ -199,7 +202,7 @@ def test_hit_rate_column_matches_the_leaderboard(page, built) -> None:
     _, expected = built
     df = expected["task1"]["auc"]
     texts = _cells(page, "hit_rate")
-    for text, source, hit, chance in zip(texts, df["source"], df["hit_rate"], df["hit_chance"]):
+    for text, source, hit, chance in zip(texts, df["source"], df["hit_rate"], df["hit_chance"], strict=True):
         if source == "published":
             assert text == ""
         else:

@@ -7,6 +7,7 @@ without an entry here fails the coverage test, so a new family cannot skip the s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 from collections.abc import Mapping
@@ -157,10 +158,8 @@ class _BatchNormalised(_Pool):
 
 class _Phoning(_Pool):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        try:
+        with contextlib.suppress(OSError):  # a library that falls back when offline
             socket.create_connection(("example.org", 443), timeout=0.1)
-        except OSError:
-            pass  # a library that falls back when offline
         return super().forward(x)
 
 

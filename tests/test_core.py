@@ -89,10 +89,12 @@ def test_doctor_reports_versions_extras_and_locations() -> None:
 
 def test_errors_are_one_line_without_traceback_unless_debug(tmp_path) -> None:  # type: ignore[no-untyped-def]
     args = ["scans", "--dataset", "deeplesion", "--root", str(tmp_path / "nowhere")]
-    plain = subprocess.run([sys.executable, "-m", "clearbench", *args], capture_output=True, text=True)
+    plain = subprocess.run([sys.executable, "-m", "clearbench", *args], capture_output=True, text=True, check=False)
     assert plain.returncode == 1
     assert plain.stderr.strip().count("\n") == 0 and "not a folder" in plain.stderr
-    debug = subprocess.run([sys.executable, "-m", "clearbench", "--debug", *args], capture_output=True, text=True)
+    debug = subprocess.run(
+        [sys.executable, "-m", "clearbench", "--debug", *args], capture_output=True, text=True, check=False
+    )
     assert debug.returncode != 0 and "Traceback" in debug.stderr
 
 
@@ -111,6 +113,7 @@ def test_usage_errors_show_usage_not_a_traceback(args: list[str], code: int, exp
         capture_output=True,
         text=True,
         env={**os.environ, "COLUMNS": "200"},
+        check=False,
     )
     assert result.returncode == code, result.stderr
     assert "Traceback" not in result.stderr

@@ -71,7 +71,7 @@ def test_round_trip_pixels_annotations_and_labels(cohort: tuple[Path, list[np.nd
     records = reader.records()
     assert len(records) == N_SERIES and not reader.problems.problems
     rows = _csv_rows(root)
-    for record, volume in zip(records, rendered):
+    for record, volume in zip(records, rendered, strict=True):
         scan = reader.load(record)
         # the writer renders slices in slice-number order (head to feet); the Scan runs feet to head
         assert scan.hu.shape == volume.shape
@@ -88,7 +88,7 @@ def test_round_trip_pixels_annotations_and_labels(cohort: tuple[Path, list[np.nd
             number = scan.meta["slice_numbers"][lesion.slice_idx]
             assert number == lesion.meta["key_slice_number"]
             x1, y1, x2, y2 = lesion.box
-            col, row = int(round((x1 + x2) / 2)), int(round((y1 + y2) / 2))
+            col, row = round((x1 + x2) / 2), round((y1 + y2) / 2)
             assert abs(int(scan.hu[lesion.slice_idx, row, col]) - LESION_HU[lesion.type]) < 60
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -88,7 +90,7 @@ def test_a_corrupt_scan_is_skipped_with_one_line_and_the_rest_embedded(cohort):
 def test_strict_stops_at_the_corrupt_scan_keeping_what_was_finished(cohort):
     bad = cohort / "p002_s004.npy"
     bad.write_bytes(b"not a volume")
-    with pytest.raises(InputError, match="p002_s004.npy"):
+    with pytest.raises(InputError, match=re.escape("p002_s004.npy")):
         run(cohort, strict=True, workers=1)
     done = EmbeddingStore().scan_ids("npycohort__pool")
     assert "p002_s004" not in done and set(done) <= {"p000_s000", "p000_s001", "p001_s002", "p001_s003"}
@@ -121,7 +123,7 @@ def test_an_encoder_of_another_dim_is_refused(cohort):
 def test_provenance_mismatch_then_the_two_fixes(cohort):
     run(cohort, limit=2)
     other = PoolEncoder(provenance={"weights_sha256": "a" * 64})
-    with pytest.raises(ProvenanceMismatchError, match="--table NAME.*--overwrite"):
+    with pytest.raises(ProvenanceMismatchError, match=r"--table NAME.*--overwrite"):
         run(cohort, encoder=other, limit=2)
     assert run(cohort, encoder=other, limit=2, table="pool_v2").scans_done == 2
     assert run(cohort, encoder=other, limit=3, overwrite=True).scans_done == 3

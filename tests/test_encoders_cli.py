@@ -26,9 +26,9 @@ def test_list_as_table_shows_paper_rows_kinds_dims_and_weights():
     out = _run("encoders").output
     for text in ("MambaOut-LECL-0", "ViT-ConvB", "BiomedCLIP", "mambaout-femto-random", "hu-hist", "example-tinyconv"):
         assert text in out
-    line = next(l for l in out.splitlines() if l.strip().startswith("mambaout-lecl0 "))
+    line = next(row for row in out.splitlines() if row.strip().startswith("mambaout-lecl0 "))
     assert "slice" in line and "768" in line and "no weights" in line
-    assert "ready" in next(l for l in out.splitlines() if l.strip().startswith("hu-hist "))
+    assert "ready" in next(row for row in out.splitlines() if row.strip().startswith("hu-hist "))
     assert "clearbench encoders show NAME" in out
 
 

@@ -44,7 +44,7 @@ def test_figure_has_one_line_per_window_and_a_marker_per_key_slice(tmp_path: Pat
     lines = fig.axes[0].get_lines()
     windows = [line for line in lines if str(line.get_gid()).startswith("window:")]
     assert [line.get_gid() for line in windows] == ["window:abdomen", "window:lung", "window:bone"]
-    for line, name in zip(windows, ("abdomen", "lung", "bone")):
+    for line, name in zip(windows, ("abdomen", "lung", "bone"), strict=True):
         rows = scan.window == name
         assert np.array_equal(line.get_xdata(), scan.slice_idx[rows])
         assert np.allclose(line.get_ydata(), scan.attention[rows])

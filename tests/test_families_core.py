@@ -115,9 +115,10 @@ def _to_original_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     ]
     out = {}
     for key, value in state.items():
+        name = key
         for pattern, repl in rules:
-            key = re.sub(pattern, repl, key)
-        out[key] = value
+            name = re.sub(pattern, repl, name)
+        out[name] = value
     return out
 
 

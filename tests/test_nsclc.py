@@ -47,11 +47,11 @@ def test_round_trip_fifteen_patients(tmp_path: Path) -> None:
     reader = open_dataset("nsclc", root)
     records = reader.records()
     assert [r.scan_id for r in records] == [f"LUNG1-{i:03d}" for i in range(1, 16)]
-    na = [r.scan_id for r, s in zip(records, stages) if s is None]
+    na = [r.scan_id for r, s in zip(records, stages, strict=True) if s is None]
     assert [p.reason for p in reader.problems.problems] == [
         f"line {int(na[0][-3:]) + 1}: patient {na[0]} has Overall.Stage NA; excluded from stage_high"
     ]
-    for i, (rec, stage) in enumerate(zip(records, stages)):
+    for i, (rec, stage) in enumerate(zip(records, stages, strict=True)):
         assert rec.patient_id == rec.scan_id
         assert rec.meta["stage"] == stage
         assert rec.labels == {"stage_high": stage_high(stage)}

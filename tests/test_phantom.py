@@ -38,7 +38,7 @@ def test_orientation_and_tissue_values(anatomy: ph.Anatomy) -> None:
     z = liver.center[2]
     labels = ph.tissue_map(anatomy, z, size=64)
     hu = ph.render(anatomy, [z], size=64)[0]
-    rows, cols = np.nonzero(labels == ph.TISSUES.index("liver"))
+    _, cols = np.nonzero(labels == ph.TISSUES.index("liver"))
     assert cols.mean() < 31.5  # the liver is on the patient's right = image left
     spine_rows, _ = np.nonzero(labels == ph.TISSUES.index("canal"))
     assert spine_rows.mean() > 31.5  # the spine is posterior = lower half of the image
@@ -85,7 +85,7 @@ def test_each_lesion_type_sits_in_its_region_and_shows_in_its_box(anatomy: ph.An
     assert abs(apply_window(with_lesion, window).mean() - apply_window(without, window).mean()) > 1e-4
     box = (slice(int(np.floor(y1)), int(np.ceil(y2)) + 1), slice(int(np.floor(x1)), int(np.ceil(x2)) + 1))
     assert abs(apply_window(with_lesion[box], window).mean() - apply_window(without[box], window).mean()) > 0.03
-    col, row = (int(round(v)) for v in ann.center_px)
+    col, row = (round(v) for v in ann.center_px)
     assert abs(int(with_lesion[row, col]) - ph.LESION_HU[lesion_type]) < 60
 
 

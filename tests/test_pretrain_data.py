@@ -206,7 +206,7 @@ def test_stream_yields_exact_batches_and_resumes_mid_epoch() -> None:
     assert len(full) == 5 and all(b["view1"].shape == (2, 1, 16, 16) for b in full)
     resumed = _batches(stream, epoch=0, skip=3)
     assert len(resumed) == 2
-    for a, b in zip(full[3:], resumed):
+    for a, b in zip(full[3:], resumed, strict=True):
         assert torch.equal(a["view1"], b["view1"]) and torch.equal(a["lesion"], b["lesion"])
     other_epoch = _batches(stream, epoch=1)
     assert not torch.equal(other_epoch[0]["view1"], full[0]["view1"])

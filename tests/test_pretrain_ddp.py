@@ -63,7 +63,7 @@ def test_two_process_gloo_run_keeps_replicas_identical_and_loss_falls(tmp_path: 
         str(out),
         "--json",
     ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])  # rank 0 alone prints
     assert result["finished"] and result["steps"] == 20  # 80 slices // 16 = 5 steps per epoch

@@ -97,7 +97,7 @@ def test_ema_update_matches_the_formula_and_leaves_buffers() -> None:
     target[1].running_mean.fill_(7.0)
     before = [p.detach().clone() for p in target.parameters()]
     ema_update_(target, source, 0.9)
-    for old, new, src in zip(before, target.parameters(), source.parameters()):
+    for old, new, src in zip(before, target.parameters(), source.parameters(), strict=True):
         torch.testing.assert_close(new, 0.9 * old + 0.1 * src, rtol=0, atol=1e-6)
     assert torch.all(target[1].running_mean == 7.0)
 
@@ -105,13 +105,13 @@ def test_ema_update_matches_the_formula_and_leaves_buffers() -> None:
 def test_moco_momentum_update_and_initial_copy() -> None:
     torch.manual_seed(2)
     moco = MoCo(nn.Linear(6, 4), feat_dim=4, proj_dim=3, mlp_dim=8)
-    for p_m, p_o in zip(moco.momentum.parameters(), moco.online.encoder.parameters()):
+    for p_m, p_o in zip(moco.momentum.parameters(), moco.online.encoder.parameters(), strict=True):
         assert torch.equal(p_m, p_o) and not p_m.requires_grad
     with torch.no_grad():
         for p in moco.online.encoder.parameters():
             p.add_(1.0)
     moco.update_momentum(0.75)
-    for p_m, p_o in zip(moco.momentum.parameters(), moco.online.encoder.parameters()):
+    for p_m, p_o in zip(moco.momentum.parameters(), moco.online.encoder.parameters(), strict=True):
         torch.testing.assert_close(p_m, p_o - 0.75, rtol=0, atol=1e-6)  # 0.75 p + 0.25 (p + 1)
 
 

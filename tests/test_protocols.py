@@ -87,7 +87,7 @@ def test_same_seed_same_folds_other_seed_other_folds() -> None:
     a = make_folds(PROTOCOLS[0], patients, y)
     b = make_folds(PROTOCOLS[0], patients, y)
     c = make_folds(ProtocolSpec("holdout+kfold", folds=5, seed=9), patients, y)
-    assert all(np.array_equal(x.val, z.val) and np.array_equal(x.test, z.test) for x, z in zip(a, b))
+    assert all(np.array_equal(x.val, z.val) and np.array_equal(x.test, z.test) for x, z in zip(a, b, strict=True))
     assert not np.array_equal(a[0].test, c[0].test)
 
 

@@ -81,17 +81,18 @@ def test_the_plugin_example_has_every_file_it_needs() -> None:
 
 def _write_plugin(root: Path, drop_package_data: bool = False) -> Path:
     for name, body in _plugin_files().items():
+        text = body
         if drop_package_data and name.endswith("pyproject.toml"):
-            body = re.sub(r"\[tool\.setuptools\.package-data\]\n[^\n]*\n", "", body)
+            text = re.sub(r"\[tool\.setuptools\.package-data\]\n[^\n]*\n", "", body)
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(body, encoding="utf-8")
+        path.write_text(text, encoding="utf-8")
     return root / PLUGIN
 
 
 def _install(source: Path, target: Path) -> None:
     """``pip install`` as the README says, but into ``target`` and without the network or build isolation."""
-    [install] = [line for line in _blocks("sh") if "pip install ./" + PLUGIN in line][0].splitlines()[:1]
+    [install] = next(line for line in _blocks("sh") if "pip install ./" + PLUGIN in line).splitlines()[:1]
     assert shlex.split(install)[1:] == ["install", f"./{PLUGIN}"]
     subprocess.run(
         [
@@ -116,7 +117,7 @@ def _install(source: Path, target: Path) -> None:
 def _run_readme_python(site: Path, home: Path) -> subprocess.CompletedProcess[str]:
     [snippet] = [body for body in _blocks("python") if 'load_encoder("tinyconv-random")' in body]
     return subprocess.run(
-        [sys.executable, "-c", snippet], capture_output=True, text=True, env=_env(site, home), cwd=home
+        [sys.executable, "-c", snippet], capture_output=True, text=True, env=_env(site, home), cwd=home, check=False
     )
 
 
@@ -140,6 +141,7 @@ def test_the_plugin_example_installs_and_loads_through_the_registry(tmp_path: Pa
         [sys.executable, "-m", "clearbench", "encoders", "check", "tinyconv-random", "--json"],
         capture_output=True,
         text=True,
+        check=False,
         env=_env(site, home),
         cwd=home,
     )

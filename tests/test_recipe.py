@@ -67,7 +67,7 @@ def test_standardised_padding_stays_masked() -> None:
     model = Standardized(build_head("abmil", bags.dim, 1, hidden=16, attention_dim=16), *feature_stats(bags)).eval()
     index = torch.arange(len(bags))
     packed, padded = make_batch(bags, index), make_batch(bags, index, padded=True)
-    logits_packed, att_packed = model(packed.x, packed.mask)
+    logits_packed, _ = model(packed.x, packed.mask)
     logits_padded, att_padded = model(padded.x, padded.mask)
     torch.testing.assert_close(logits_packed, logits_padded)
     assert torch.all(att_padded[~padded.mask] == 0)
@@ -102,7 +102,9 @@ def test_fit_trains_with_the_shrunk_batch_and_counts_its_steps() -> None:
 def _pooled_logistic_auc(bags: BagSet, fold) -> float:
     def pooled(idx):
         sub = bags.subset(idx)
-        return np.stack([sub.features[s:e].mean(0).numpy() for s, e in zip(sub.offsets[:-1], sub.offsets[1:])])
+        return np.stack(
+            [sub.features[s:e].mean(0).numpy() for s, e in zip(sub.offsets[:-1], sub.offsets[1:], strict=True)]
+        )
 
     scaler = StandardScaler().fit(pooled(fold.train))
     y = bags.targets.numpy()[:, 0]

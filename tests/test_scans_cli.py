@@ -65,7 +65,7 @@ def test_json_for_nsclc(nsclc_root: Path) -> None:
     lines = _json_lines(result.stdout)
     assert [obj["scan_id"] for obj in lines] == ["LUNG1-001", "LUNG1-002", "LUNG1-003", "LUNG1-004"]
     stages = cohort_stages(4, 2)
-    for obj, stage in zip(lines, stages):
+    for obj, stage in zip(lines, stages, strict=True):
         assert list(obj) == JSON_KEYS
         assert obj["patient_id"] == obj["scan_id"]
         assert obj["shape"][1:] == [16, 16] and obj["n_slices"] == obj["shape"][0]

@@ -104,7 +104,7 @@ def test_bags_chosen_scans_and_windows(store):
     table = store.open_for_writing("t", DIM, PROV, BOTH)
     full = [make_scan(f"s{i}", 4, rng) for i in range(5)]
     lung_only = make_scan("s9", 3, rng, windows=("lung",))
-    table.write(full + [lung_only])
+    table.write([*full, lung_only])
 
     bags = store.bags(table="t", scan_ids=["s3", "s1", "nope"])
     assert bags.scan_ids == ["s1", "s3"] and bags.missing == ["nope"]
@@ -229,7 +229,7 @@ def test_overwrite_never_drops_a_table_that_is_not_an_embedding_table(store):
     # `clearbench embed --table runs --overwrite` must not delete the run results kept in the same store.
     connect(store.path).create_table("runs", data=pa.table({"run": ["a", "b"]}))
     for overwrite in (False, True):
-        with pytest.raises(ClearbenchError, match="'runs' .* is not an embedding table"):
+        with pytest.raises(ClearbenchError, match=r"'runs' .* is not an embedding table"):
             store.open_for_writing("runs", DIM, PROV, BOTH, overwrite=overwrite)
     assert connect(store.path).open_table("runs").to_arrow()["run"].to_pylist() == ["a", "b"]
 
@@ -268,11 +268,11 @@ def test_two_optimizes_at_once_both_succeed(store):
             table.write([make_scan(f"s{i}", 2, rng)])
         errors: list[BaseException] = []
 
-        def optimize(handle: EmbeddingStore, table_name: str = name) -> None:
+        def optimize(handle: EmbeddingStore, table_name: str = name, sink: list[BaseException] = errors) -> None:
             try:
                 handle.optimize(table_name)
             except BaseException as exc:  # noqa: BLE001 - collected for the assertion below
-                errors.append(exc)
+                sink.append(exc)
 
         threads = [threading.Thread(target=optimize, args=(EmbeddingStore(store.path),)) for _ in range(2)]
         for thread in threads:

@@ -131,7 +131,7 @@ def test_plugin_task_from_entry_point() -> None:
 def test_card_by_path_and_unknown_name(tmp_path: Path) -> None:
     path = _write(tmp_path, "adhoc", MINIMAL)
     assert get_task(path).name == "adhoc"
-    with pytest.raises(ClearbenchError, match="unknown task 'nope'.*task1"):
+    with pytest.raises(ClearbenchError, match=r"unknown task 'nope'.*task1"):
         get_task("nope")
 
 

@@ -93,7 +93,7 @@ def test_every_fold_starts_from_fresh_parameters_and_a_fresh_optimizer(monkeypat
     cfg = TrainConfig(lr=1e-3, batch_size=16, max_epochs=3)
     results = [run_fold(bags, f, ABMIL_SPEC, cfg, ["label"], seed=0) for f in folds[:2]]
     assert len(built) == 2 and len(optimizers) == 2
-    (m0, init0), (m1, init1) = built
+    (m0, _), (m1, init1) = built
     assert m0 is not m1 and optimizers[0] is not optimizers[1]
     trained0 = results[0].train.model.state_dict()
     # fold 1 did not start where fold 0 ended ...
@@ -163,7 +163,7 @@ def test_bucketed_batches_cover_every_bag_once_with_similar_lengths() -> None:
     padded = sum(int(bags.lengths[b].max()) * len(b) for b in batches)
     assert padded < 1.25 * int(bags.lengths.sum())
     again = bucketed_batches(bags.lengths, 16, torch.Generator().manual_seed(0))
-    assert all(torch.equal(x, y) for x, y in zip(batches, again))
+    assert all(torch.equal(x, y) for x, y in zip(batches, again, strict=True))
 
 
 def test_subset_and_batch_gather_the_right_instances() -> None:

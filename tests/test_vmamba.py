@@ -110,8 +110,8 @@ def test_gradients_reach_every_parameter():
 def _legacy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Older VMamba releases: patch_embed.proj/norm, ln_1, self_attention, top-level norm and head."""
     out = {}
-    for k, v in state.items():
-        k = k.replace("patch_embed.0.", "patch_embed.proj.").replace("patch_embed.2.", "patch_embed.norm.")
+    for key, v in state.items():
+        k = key.replace("patch_embed.0.", "patch_embed.proj.").replace("patch_embed.2.", "patch_embed.norm.")
         k = k.replace(".norm.", ".ln_1.") if ".blocks." in k and ".norm." in k and ".op." not in k else k
         k = k.replace(".op.", ".self_attention.").replace("classifier.norm.", "norm.")
         out[k] = v

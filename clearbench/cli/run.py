@@ -300,7 +300,7 @@ def run(
                     "overrides": r.overrides,
                     "threads": r.threads,
                     "warnings": r.warnings,
-                    "macro_labels": dict(zip(("min", "max"), r.macro_labels()), of=len(r.labels)),
+                    "macro_labels": dict(zip(("min", "max"), r.macro_labels(), strict=True), of=len(r.labels)),
                     "summary": r.summary_dict(),
                 }
             )

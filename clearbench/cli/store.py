@@ -53,7 +53,7 @@ def ls(store: Path | None = _STORE_OPTION, json_out: bool = _JSON_OPTION) -> Non
     table.add_column("windows", overflow="fold")
     if renamed:
         table.add_column("encoder / dataset", overflow="fold")
-    for info, made_by in zip(infos, origin):
+    for info, made_by in zip(infos, origin, strict=True):
         cells = [
             esc(info["table"]),
             str(info["scans"]),

@@ -330,7 +330,7 @@ class _VolumeProbe:
         return self.encoder.encode(scan)
 
     def untouched(self) -> bool:
-        return all(np.array_equal(s.hu, h) for s, h in zip(self.items, self.snapshot))
+        return all(np.array_equal(s.hu, h) for s, h in zip(self.items, self.snapshot, strict=True))
 
 
 def _eval_mode_check(encoder: Encoder) -> CheckResult:
@@ -363,9 +363,9 @@ def _provenance_check(encoder: Encoder, card: EncoderCard) -> CheckResult:
     if "kind" in prov and prov["kind"] != encoder.kind:
         problems.append(f"kind {prov['kind']!r} is not the encoder's {encoder.kind!r}")
     source, digest = str(prov.get("weights", "")), prov.get("weights_sha256")
-    if source and not (source == "none" or source.startswith("random:")):
-        if not (isinstance(digest, str) and _SHA256.match(digest)):
-            problems.append(f"weights {source} were read but weights_sha256 is {digest!r}")
+    weights_read = bool(source) and not (source == "none" or source.startswith("random:"))
+    if weights_read and not (isinstance(digest, str) and _SHA256.match(digest)):
+        problems.append(f"weights {source} were read but weights_sha256 is {digest!r}")
     try:
         json.dumps(prov)
     except (TypeError, ValueError) as exc:

@@ -114,8 +114,8 @@ def _centre_crop(x: torch.Tensor, crop: int) -> torch.Tensor:
         ph, pw = max(crop - h, 0), max(crop - w, 0)
         x = F.pad(x, (pw // 2, (pw + 1) // 2, ph // 2, (ph + 1) // 2))
         h, w = x.shape[-2:]
-    top = int(round((h - crop) / 2.0))
-    left = int(round((w - crop) / 2.0))
+    top = round((h - crop) / 2.0)
+    left = round((w - crop) / 2.0)
     return x[..., top : top + crop, left : left + crop]
 
 

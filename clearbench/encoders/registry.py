@@ -177,9 +177,8 @@ def _catalogue(problems: ProblemLog) -> _Catalogue:
                 cat.cards[card.name] = card
     for card in read_folder(user_card_dir("encoders"), "user"):
         previous = cat.cards.get(card.name)
-        if previous is not None:
-            card = replace(card, overrides=f"{previous.source} card {previous.path or previous.name}")
-        cat.cards[card.name] = card
+        overrides = None if previous is None else f"{previous.source} card {previous.path or previous.name}"
+        cat.cards[card.name] = card if overrides is None else replace(card, overrides=overrides)
     return cat
 
 

@@ -137,9 +137,9 @@ def selective_scan_chunked(
         if _tile_per_sequence(u):
             # unbind, not indexing, keeps the backward linear (see _scan_sequence).
             images = []
-            for u_b, dt_b, B_b, C_b in zip(u_.unbind(0), dt.unbind(0), B_.unbind(0), C_.unbind(0)):
+            for u_b, dt_b, B_b, C_b in zip(u_.unbind(0), dt.unbind(0), B_.unbind(0), C_.unbind(0), strict=True):
                 groups_out = []
-                per_group = zip(u_b.unbind(0), dt_b.unbind(0), A_.unbind(0), B_b.unbind(0), C_b.unbind(0))
+                per_group = zip(u_b.unbind(0), dt_b.unbind(0), A_.unbind(0), B_b.unbind(0), C_b.unbind(0), strict=True)
                 for u_g, dt_g, A_g, B_g, C_g in per_group:
                     one = _scan_sequence(
                         u_g[None, None], dt_g[None, None], A_g[None], B_g[None, None], C_g[None, None], spans, recompute
@@ -174,10 +174,10 @@ def _scan_sequence(
     sizes = [size for size, _ in spans]
     # torch.split, not slicing: its backward is one concatenation, where each slice's backward would
     # write into a zero tensor of the full length (quadratic in L).
-    chunks = zip(u.split(sizes, -1), dt.split(sizes, -1), B.split(sizes, -2), C.split(sizes, -2))
+    chunks = zip(u.split(sizes, -1), dt.split(sizes, -1), B.split(sizes, -2), C.split(sizes, -2), strict=True)
     h = u.new_zeros(*u.shape[:-1], A.shape[-1])
     ys = []
-    for (u_c, dt_c, B_c, C_c), (_, dtype) in zip(chunks, spans):
+    for (u_c, dt_c, B_c, C_c), (_, dtype) in zip(chunks, spans, strict=True):
         args = tuple(t.to(dtype) for t in (u_c, dt_c, A, B_c, C_c, h))
         if recompute:
             y, h = checkpoint(_scan_chunk, *args, use_reentrant=False)
@@ -204,7 +204,7 @@ def selective_scan_reference(
     h = u_.new_zeros(batch, groups, dg, A_.shape[-1])
     ys = []
     # unbind, not indexing: its backward is one stack, where indexing would cost a full-length zero tensor per token.
-    for u_t, dt_t, B_t, C_t in zip(u_.unbind(-1), dt.unbind(-1), B_.unbind(2), C_.unbind(2)):
+    for u_t, dt_t, B_t, C_t in zip(u_.unbind(-1), dt.unbind(-1), B_.unbind(2), C_.unbind(2), strict=True):
         h = torch.exp(dt_t[..., None] * A_) * h + (dt_t * u_t)[..., None] * B_t[:, :, None, :]
         ys.append((h * C_t[:, :, None, :]).sum(-1))
     y = torch.stack(ys, dim=-1).reshape(batch, groups * dg, length)

@@ -221,7 +221,7 @@ class VSSM(nn.Module):
         }
         self.layers = nn.ModuleList()
         start = 0
-        for i, (depth, dim) in enumerate(zip(depths, self.dims)):
+        for i, (depth, dim) in enumerate(zip(depths, self.dims, strict=True)):
             blocks = [VSSBlock(dim, rates[start + j], mlp_ratio, **ssm) for j in range(depth)]
             start += depth
             last = i == len(self.dims) - 1
@@ -306,10 +306,11 @@ def convert_vmamba_state_dict(state_dict: Mapping[str, torch.Tensor]) -> StateDi
     """A VMamba checkpoint's state dict in :func:`build_vmamba`'s layout: legacy names renamed, head dropped."""
     out: StateDict = {}
     for key, value in state_dict.items():
+        name = key
         for pattern, replacement in _LEGACY_RENAMES:
-            key = pattern.sub(replacement, key)
-        if not key.startswith(HEAD_PREFIX):
-            out[key] = value
+            name = pattern.sub(replacement, name)
+        if not name.startswith(HEAD_PREFIX):
+            out[name] = value
     return out
 
 

@@ -24,7 +24,7 @@ def resize_trilinear(volume: torch.Tensor, spacing: Sequence[float], new_spacing
 
     The new size truncates ``n * spacing / new_spacing`` (as CT-CLIP does), with at least one voxel.
     """
-    size = [max(1, int(n * s / t)) for n, s, t in zip(volume.shape, spacing, new_spacing)]
+    size = [max(1, int(n * s / t)) for n, s, t in zip(volume.shape, spacing, new_spacing, strict=True)]
     if list(volume.shape) == size:
         return volume
     out = F.interpolate(volume[None, None], size=size, mode="trilinear", align_corners=False)
@@ -39,10 +39,10 @@ def resample_spacing(volume: torch.Tensor, spacing: Sequence[float], new_spacing
     last voxel take its value (MONAI's default ``padding_mode="border"``).
     """
     out = volume
-    for axis, (n, old, new) in enumerate(zip(volume.shape, spacing, new_spacing)):
+    for axis, (n, old, new) in enumerate(zip(volume.shape, spacing, new_spacing, strict=True)):
         if old == new:
             continue
-        size = max(1, int(round((n - 1) * old / new)) + 1)
+        size = max(1, round((n - 1) * float(old) / float(new)) + 1)  # float(): numpy<2 rounds its scalars to floats
         positions = torch.arange(size, dtype=torch.float64) * (new / old)
         out = _linear_along(out, axis, positions.clamp_(0, n - 1))
     return out
@@ -73,13 +73,13 @@ def centre_crop_or_pad(
     if len(shape) != volume.ndim:
         raise ValueError(f"target shape {tuple(shape)} does not match a {volume.ndim}-D volume")
     index = []
-    for n, target in zip(volume.shape, shape):
+    for n, target in zip(volume.shape, shape, strict=True):
         start = (n // 2 - target // 2) if monai else (n - target) // 2
         start = max(start, 0)
         index.append(slice(start, min(start + target, n)))
     out = volume[tuple(index)]
     pads: list[int] = []
-    for n, target in zip(reversed(out.shape), reversed(list(shape))):
+    for n, target in zip(reversed(out.shape), reversed(list(shape)), strict=True):
         missing = max(target - n, 0)
         pads += [missing // 2, missing - missing // 2]
     if any(pads):

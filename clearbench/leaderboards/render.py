@@ -75,7 +75,7 @@ def _leaderboard_grid(df: pl.DataFrame) -> Grid:
     labels = label_columns(df)
     values = [*labels, AVERAGE]
     task, metric = df["task"][0], df["metric"][0]
-    splits = {s for s, g in zip(df["split_id"].to_list(), df["group"].to_list()) if g == RANKED and s}
+    splits = {s for s, g in zip(df["split_id"].to_list(), df["group"].to_list(), strict=True) if g == RANKED and s}
     on_split = f" (split {splits.pop()})" if len(splits) == 1 else ""
     hits = HIT_RATE in df.columns and df[HIT_RATE].is_not_null().any()
     grid = Grid(

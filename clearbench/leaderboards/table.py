@@ -257,7 +257,8 @@ def marks(df: pl.DataFrame, value_columns: Sequence[str], group_column: str = "g
                 i for i, g in enumerate(groups) if g == group and values[i] is not None and not math.isnan(values[i])
             ]
             distinct = sorted({round(values[i], 1) for i in idx}, reverse=True)
-            for mark, level in zip(("best", "second"), distinct[:2]):
+            # strict=False: a group may have a single distinct level, which gets "best" and no "second".
+            for mark, level in zip(("best", "second"), distinct[:2], strict=False):
                 if len(idx) < 2:
                     break
                 out.update({(i, column): mark for i in idx if round(values[i], 1) == level})

@@ -197,12 +197,12 @@ def predict(model: nn.Module, bags: BagSet, cfg: TrainConfig) -> Predictions:
     for index in sorted_batches(bags.lengths, cfg.batch_size):
         batch = make_batch(bags, index)
         logits, weights = model(batch.x, batch.mask)
-        index = index.cpu()
-        prob[index] = probabilities(logits, cfg.loss).float().cpu()
+        cpu_index = index.cpu()
+        prob[cpu_index] = probabilities(logits, cfg.loss).float().cpu()
         if weights is not None:
             has_attention = True
             mask = batch.mask.cpu()
-            rows = offsets[index].unsqueeze(1) + torch.arange(mask.shape[1]).unsqueeze(0)
+            rows = offsets[cpu_index].unsqueeze(1) + torch.arange(mask.shape[1]).unsqueeze(0)
             attention[rows[mask]] = weights.float().cpu()[mask]
     return Predictions(
         scan_ids=list(bags.scan_ids),

@@ -78,11 +78,11 @@ def lesion_crop(
     u = torch.rand(2, generator=generator).tolist()
     area = (lo + (hi - lo) * u[0]) * height * width
     aspect = math.exp(math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[1])
-    w = min(max(int(round(math.sqrt(area * aspect))), 1), width)
-    h = min(max(int(round(math.sqrt(area / aspect))), 1), height)
+    w = min(max(round(math.sqrt(area * aspect)), 1), width)
+    h = min(max(round(math.sqrt(area / aspect)), 1), height)
     x1, y1, x2, y2 = box
-    cx = min(max(int(math.floor((x1 + x2) / 2)), 0), width - 1)
-    cy = min(max(int(math.floor((y1 + y2) / 2)), 0), height - 1)
+    cx = min(max(math.floor((x1 + x2) / 2), 0), width - 1)
+    cy = min(max(math.floor((y1 + y2) / 2), 0), height - 1)
     left = min(max(cx - w // 2, 0), width - w)
     top = min(max(cy - h // 2, 0), height - h)
     return top, left, h, w

@@ -249,7 +249,7 @@ class _Run:
                 (
                     (sid, n, boxes)
                     for part, _ in parts
-                    for sid, n, boxes in zip(part["scan_ids"], part["n_slices"], part["boxes"])
+                    for sid, n, boxes in zip(part["scan_ids"], part["n_slices"], part["boxes"], strict=True)
                 ),
                 key=lambda t: order[t[0]],
             )

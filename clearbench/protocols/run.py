@@ -291,8 +291,8 @@ def _store_fold(results: ResultsStore, common: dict[str, Any], bags: BagSet, raw
     tables = []
     for role, idx, preds in (("val", r.fold.val, r.val), ("test", r.fold.test, r.test)):
         starts, ends = raw.offsets[idx], raw.offsets[idx + 1]
-        windows = [window_names[raw.window[s:e]] for s, e in zip(starts, ends)]
-        slices = [raw.slice_idx[s:e] for s, e in zip(starts, ends)]
+        windows = [window_names[raw.window[s:e]] for s, e in zip(starts, ends, strict=True)]
+        slices = [raw.slice_idx[s:e] for s, e in zip(starts, ends, strict=True)]
         attention = [preds.attention_of(i) for i in range(len(idx))]
         tables.append(
             results.predictions_table(

@@ -87,7 +87,7 @@ def _holdout(y: np.ndarray, fraction: float, seed: int, min_rest: int = 1) -> tu
     out nobody); then the split is a plain seeded shuffle of exactly the requested size.
     """
     x = np.zeros(len(y))
-    n_held = int(round(fraction * len(y)))
+    n_held = round(fraction * len(y))
     if n_held < 1 or len(y) - n_held < min_rest:
         raise ClearbenchError(
             f"cannot hold out {fraction:.0%} of {len(y)} patients and keep at least {min_rest} for training: "

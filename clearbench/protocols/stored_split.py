@@ -58,7 +58,7 @@ def _entries(labels: TaskLabels, protocol: ProtocolSpec) -> dict[str, tuple[str,
     official = protocol.test_split is not None
     return {
         s: (p, tuple(int(v) for v in y), split if official else None)
-        for s, p, y, split in zip(labels.scan_ids, labels.patient_ids, labels.y, labels.splits)
+        for s, p, y, split in zip(labels.scan_ids, labels.patient_ids, labels.y, labels.splits, strict=True)
     }
 
 
@@ -156,9 +156,9 @@ def _rows_of(
     assignment = [{r: [labels.scan_ids[i] for i in getattr(f, r)] for r in ROLES} for f in folds]
     split_id = json_digest([card.name, proto, fingerprint, assignment], 12)
     rows = []
-    for f, roles in zip(folds, assignment):
+    for f, roles in zip(folds, assignment, strict=True):
         for role in ROLES:
-            for i, scan in zip(getattr(f, role), roles[role]):
+            for i, scan in zip(getattr(f, role), roles[role], strict=True):
                 rows.append(
                     {
                         "task": card.name,

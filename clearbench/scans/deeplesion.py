@@ -413,7 +413,7 @@ class DeepLesionReader(DatasetReader):
         kept: list[int] = []
         bad: list[InputError] = []
         folder = str(record.source)
-        for n, path in zip(order, [f"{folder}{os.sep}{n:03d}.png" for n in order]):
+        for n, path in zip(order, [f"{folder}{os.sep}{n:03d}.png" for n in order], strict=True):
             try:
                 img = read_png16(path)
                 if raw is None:

@@ -116,7 +116,9 @@ def read_label_csv(path: Path, report: Any) -> tuple[dict[str, dict[str, float |
     out: dict[str, dict[str, float | None]] = {}
     for row in labels.iter_rows():
         scan_id, values = row[0], row[1:]
-        out[scan_id] = {abn: (None if v is None else float(v > 0)) for abn, v in zip(ABNORMALITIES, values)}
+        out[scan_id] = {
+            abn: (None if v is None else float(v > 0)) for abn, v in zip(ABNORMALITIES, values, strict=True)
+        }
     return out, covered
 
 

@@ -95,13 +95,13 @@ def group_bags(table: pa.Table, window_names: list[str] | None = None, requested
         seen = np.zeros((len(scan_order), len(names)), dtype=bool)
         seen[scan_code, window_code] = True
         keep_scans = seen.all(axis=1)
-    incomplete = [s for s, keep in zip(scan_order, keep_scans) if not keep]
+    incomplete = [s for s, keep in zip(scan_order, keep_scans, strict=True) if not keep]
 
     order = np.lexsort((slice_idx, window_code, scan_code))
     if not keep_scans.all():
         order = order[keep_scans[scan_code[order]]]
     scan_code_sorted = scan_code[order]
-    kept_ids = [s for s, keep in zip(scan_order, keep_scans) if keep]
+    kept_ids = [s for s, keep in zip(scan_order, keep_scans, strict=True) if keep]
     # Renumber the kept scans 0..n-1 so that bincount gives one count per kept scan.
     renumber = np.cumsum(keep_scans) - 1
     counts = np.bincount(renumber[scan_code_sorted], minlength=len(kept_ids))

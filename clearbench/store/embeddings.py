@@ -128,7 +128,7 @@ class EmbeddingTable:
         with dbmod.storage_faults(self.store, self.name):
             cols = self.table.search().select(["scan_id", "window"]).to_arrow()
         pairs = cols.group_by(["scan_id", "window"]).aggregate([])
-        return set(zip(pairs["scan_id"].to_pylist(), pairs["window"].to_pylist()))
+        return set(zip(pairs["scan_id"].to_pylist(), pairs["window"].to_pylist(), strict=True))
 
     def stored_sources(self) -> dict[str, str | None]:
         """Each stored scan's source signature; ``None`` for rows written before signatures were recorded."""
@@ -137,7 +137,7 @@ class EmbeddingTable:
                 return dict.fromkeys(self.table.search().select(["scan_id"]).to_arrow()["scan_id"].unique().to_pylist())
             rows = self.table.search().select(["scan_id", SOURCE_SIG]).to_arrow()
         pairs = rows.group_by(["scan_id", SOURCE_SIG]).aggregate([])
-        return dict(zip(pairs["scan_id"].to_pylist(), pairs[SOURCE_SIG].to_pylist()))
+        return dict(zip(pairs["scan_id"].to_pylist(), pairs[SOURCE_SIG].to_pylist(), strict=True))
 
     def forget(self, scan_ids: Sequence[str]) -> None:
         """Delete every row of these scans (their vectors were made from files that have since changed)."""
@@ -256,7 +256,7 @@ class EmbeddingStore:
             "rows": cols.num_rows,
             "scans": len(pc.unique(cols["scan_id"])),
             "dim": schema_dim(tbl.schema),
-            "windows": dict(zip(windows["window"].to_pylist(), windows["scan_id_count"].to_pylist())),
+            "windows": dict(zip(windows["window"].to_pylist(), windows["scan_id_count"].to_pylist(), strict=True)),
             "version": int(latest["version"]),
             "versions": len(versions),
             "fragments": int(latest["metadata"].get("total_fragments", 0)),

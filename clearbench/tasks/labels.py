@@ -55,11 +55,11 @@ def task_labels(card: TaskCard, records: Sequence[ScanRecord], label_names: Sequ
     ids, patients, splits, rows, excluded = [], [], [], [], []
     for rec in records:
         values = [rec.labels.get(name) for name in card.labels]
-        missing = [name for name, v in zip(card.labels, values) if v is None or v != v]
+        missing = [name for name, v in zip(card.labels, values, strict=True) if v is None or v != v]
         if missing:
             excluded.append(Exclusion(rec.scan_id, _missing_reason(rec, missing)))
             continue
-        bad = [f"{name}={v!r}" for name, v in zip(card.labels, values) if v not in (0, 1)]
+        bad = [f"{name}={v!r}" for name, v in zip(card.labels, values, strict=True) if v not in (0, 1)]
         if bad:
             excluded.append(Exclusion(rec.scan_id, f"labels must be 0 or 1, got {', '.join(bad)}"))
             continue

@@ -75,7 +75,7 @@ def task_cards(problems: ProblemLog | None = None) -> dict[str, TaskCard]:
         except InputError as exc:
             problems.report(exc.path, exc.reason)
             continue
-        except Exception as exc:  # a plugin that fails to import must not hide the other cards
+        except Exception as exc:  # noqa: BLE001 - a plugin that fails to import must not hide the other cards
             problems.report(where, f"cannot load task card ({type(exc).__name__}: {exc})")
             continue
         if card.name in cards:

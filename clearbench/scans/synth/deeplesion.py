@@ -106,12 +106,12 @@ def _series_rows(s: _Series, rng: np.random.Generator, size: int, images: Path) 
     zs = z_top - (np.asarray(keep) - 1) * z_step
     noise_seed = int(rng.integers(0, 2**31 - 1))
     hu = render(an, zs, size=size, spacing_mm=px, features=lesions, noise_seed=noise_seed)
-    for number, img in zip(keep, hu):
+    for number, img in zip(keep, hu, strict=True):
         _write_png(folder / f"{number:03d}.png", img)
 
     pad = _BOX_PAD_512 * size / 512.0
     rows = []
-    for les, (lo, hi) in zip(lesions, ranges):
+    for les, (lo, hi) in zip(lesions, ranges, strict=True):
         ann = les.annotate(zs, size=size, spacing_mm=px)
         key = keep[ann.key_index]
         x1, y1, x2, y2 = ann.box

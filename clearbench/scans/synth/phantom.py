@@ -237,7 +237,7 @@ class Field:
 
     def __call__(self, xs: np.ndarray, ys: np.ndarray, z: float) -> np.ndarray:
         out = np.zeros((ys.size, xs.size), dtype=np.float32)
-        for (fx, fy, fz), ph in zip(self.freqs, self.phases):
+        for (fx, fy, fz), ph in zip(self.freqs, self.phases, strict=True):
             out += np.cos((fy * ys + (fz * z + ph))[:, None] + (fx * xs)[None, :]).astype(np.float32)
         out *= np.float32(math.sqrt(2.0 / len(self.phases)))
         return out
@@ -808,7 +808,7 @@ def pixel_grid(
 
 def _noise(anatomy: Anatomy, z: float, shape: tuple[int, int], noise_seed: int | None) -> np.ndarray:
     seed = anatomy.seed if noise_seed is None else noise_seed
-    zkey = int(round(z * 1000.0)) + 2**40
+    zkey = round(z * 1000.0) + 2**40
     rng = np.random.default_rng([seed & 0xFFFFFFFF, zkey, shape[0], shape[1]])
     return rng.standard_normal(shape, dtype=np.float32) * np.float32(anatomy.noise_hu)
 
