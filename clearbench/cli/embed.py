@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from clearbench.cli.common import check_table_option, command_problems, note_skipped, print_json_line, say
+
+if TYPE_CHECKING:
+    from clearbench.embedding import EmbedSummary
 
 
 def embed(
@@ -78,6 +82,11 @@ def embed(
     if json_out:
         print_json_line(summary.to_dict())
         return
+    _say_summary(summary)
+
+
+def _say_summary(summary: EmbedSummary) -> None:
+    """The run in one line on stderr: what was embedded, how fast, and what was skipped or failed."""
     ranks = f" on {summary.world_size} processes" if summary.world_size > 1 else ""
     changed = f" ({summary.scans_changed} of them changed since they were stored)" if summary.scans_changed else ""
     say(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -160,83 +160,119 @@ def summary_table(r: EncoderRun) -> Table:
     return table
 
 
-def run(
-    task: str = typer.Argument(..., help="Task name (see clearbench tasks) or a task card .toml file."),
-    encoder: list[str] | None = typer.Option(
-        None,
+# The options of `clearbench run`, each with its type and help in one place.
+TaskArg = Annotated[str, typer.Argument(help="Task name (see clearbench tasks) or a task card .toml file.")]
+EncoderOpt = Annotated[
+    list[str] | None,
+    typer.Option(
         "--encoder",
         "-e",
         help="Encoder to evaluate (repeatable); default: every encoder with embeddings of the task's dataset.",
     ),
-    root: Path | None = typer.Option(
-        None, "--root", help="Dataset root for the labels (default: config.toml, else the root used at embed time)."
+]
+RootOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--root", help="Dataset root for the labels (default: config.toml, else the root used at embed time)."
     ),
-    seed: int | None = typer.Option(
-        None, "--seed", help="Seed for the splits and training (default: the task card's)."
+]
+SeedOpt = Annotated[
+    int | None, typer.Option("--seed", help="Seed for the splits and training (default: the task card's).")
+]
+RerunOpt = Annotated[
+    bool, typer.Option("--rerun", help="Retrain every fold, even those finished under the same configuration.")
+]
+EpochsOpt = Annotated[
+    int | None, typer.Option("--epochs", min=1, help="Maximum epochs (default: the task card's, 32 as in the paper).")
+]
+LrOpt = Annotated[
+    float | None,
+    typer.Option("--lr", min=0.0, help="AdamW learning rate (default: the task card's, 1e-4 as in the paper)."),
+]
+BatchSizeOpt = Annotated[
+    int | None,
+    typer.Option("--batch-size", min=1, help="Training batch in bags (default: the task card's, 128 as in the paper)."),
+]
+PatienceOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--patience", min=1, help="Epochs without a lower validation loss before stopping (default: the card's, 8)."
     ),
-    rerun: bool = typer.Option(
-        False, "--rerun", help="Retrain every fold, even those finished under the same configuration."
-    ),
-    epochs: int | None = typer.Option(
-        None, "--epochs", min=1, help="Maximum epochs (default: the task card's, 32 as in the paper)."
-    ),
-    lr: float | None = typer.Option(
-        None, "--lr", min=0.0, help="AdamW learning rate (default: the task card's, 1e-4 as in the paper)."
-    ),
-    batch_size: int | None = typer.Option(
-        None, "--batch-size", min=1, help="Training batch in bags (default: the task card's, 128 as in the paper)."
-    ),
-    patience: int | None = typer.Option(
-        None,
-        "--patience",
-        min=1,
-        help="Epochs without a lower validation loss before stopping (default: the card's, 8).",
-    ),
-    standardize: bool | None = typer.Option(
-        None,
+]
+StandardizeOpt = Annotated[
+    bool | None,
+    typer.Option(
         "--standardize/--no-standardize",
         help="Z-score features with the training fold's statistics (default: the card's, on; the paper: off).",
     ),
-    min_steps: int | None = typer.Option(
-        None,
+]
+MinStepsOpt = Annotated[
+    int | None,
+    typer.Option(
         "--min-steps",
         min=0,
         help="Shrink the batch of a small cohort until a fold gets this many optimizer steps (default: the card's, 512; the paper: 0).",
     ),
-    paper_recipe: bool = typer.Option(
-        False,
+]
+PaperRecipeOpt = Annotated[
+    bool,
+    typer.Option(
         "--paper-recipe",
         help="Train exactly as the paper: lr 1e-4, batch 128, 32 epochs, patience 8, raw features, no minimum steps (other flags still apply on top).",
     ),
-    min_test_patients: int | None = typer.Option(
-        None,
-        "--min-test-patients",
-        min=1,
-        help="Accept test sets of at least this many patients (default: the card's, 10).",
+]
+MinTestPatientsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--min-test-patients", min=1, help="Accept test sets of at least this many patients (default: the card's, 10)."
     ),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N, or auto."),
-    threads: int | None = typer.Option(
-        None,
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N, or auto.")]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
         "--threads",
         min=1,
         help=f"CPU threads for training (default: {DEFAULT_THREADS}, measured fastest for these small heads; part of the configuration).",
     ),
-    store: Path | None = typer.Option(None, "--store", help="The LanceDB store (default: CLEARBENCH_HOME/store)."),
-    strict: bool = typer.Option(
-        False, "--strict", help="Stop at the first bad input instead of reporting it and going on."
-    ),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON summary per encoder instead of tables."),
-    resplit: bool = typer.Option(False, "--resplit", help=RESPLIT_HELP),
-    keep_split: bool = typer.Option(False, "--keep-split", help=KEEP_SPLIT_HELP),
+]
+StoreOpt = Annotated[Path | None, typer.Option("--store", help="The LanceDB store (default: CLEARBENCH_HOME/store).")]
+StrictOpt = Annotated[
+    bool, typer.Option("--strict", help="Stop at the first bad input instead of reporting it and going on.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary per encoder instead of tables.")]
+ResplitOpt = Annotated[bool, typer.Option("--resplit", help=RESPLIT_HELP)]
+KeepSplitOpt = Annotated[bool, typer.Option("--keep-split", help=KEEP_SPLIT_HELP)]
+
+
+def run(
+    task: TaskArg,
+    encoder: EncoderOpt = None,
+    root: RootOpt = None,
+    seed: SeedOpt = None,
+    rerun: RerunOpt = False,
+    epochs: EpochsOpt = None,
+    lr: LrOpt = None,
+    batch_size: BatchSizeOpt = None,
+    patience: PatienceOpt = None,
+    standardize: StandardizeOpt = None,
+    min_steps: MinStepsOpt = None,
+    paper_recipe: PaperRecipeOpt = False,
+    min_test_patients: MinTestPatientsOpt = None,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
+    store: StoreOpt = None,
+    strict: StrictOpt = False,
+    json_out: JsonOpt = False,
+    resplit: ResplitOpt = False,
+    keep_split: KeepSplitOpt = False,
 ) -> None:
     """Train and evaluate TASK on stored embeddings; results go to the store, a summary to the terminal."""
     import torch
 
-    from clearbench.protocols.run import exclusion_lines, group_exclusions, run_task
-    from clearbench.tasks.card import PAPER_TRAINING
+    from clearbench.protocols.run import run_task
 
     torch.set_num_threads(threads or DEFAULT_THREADS)
-    recipe = dict(PAPER_TRAINING) if paper_recipe else {}
     given = {
         "lr": lr,
         "batch_size": batch_size,
@@ -244,7 +280,7 @@ def run(
         "standardize": standardize,
         "min_steps": min_steps,
     }
-    recipe.update({k: v for k, v in given.items() if v is not None})
+    recipe = _recipe(paper_recipe, given)
 
     problems = command_problems(strict)
     columns = (
@@ -276,35 +312,64 @@ def run(
             f"no encoder could run task {task}: each was skipped for the reason reported above; "
             "embed more scans or pass --encoder with one that has them"
         )
-    noted: set[str] = set()
+    if json_out:
+        for r in results:
+            print_json_line(run_json(r))
+        return
+    _say_runs(results)
+    if threads is None:
+        say(
+            "threads: {}, the default (measured fastest for these heads, see README); pass --threads N to change it",
+            DEFAULT_THREADS,
+            err=True,
+        )
+    print_run_board(results, store)
+
+
+def _recipe(paper: bool, given: Mapping[str, object]) -> dict[str, object]:
+    """The training settings the command line asks for: the paper's with --paper-recipe, each option given on top."""
+    from clearbench.tasks.card import PAPER_TRAINING
+
+    recipe: dict[str, object] = dict(PAPER_TRAINING) if paper else {}
+    recipe.update({k: v for k, v in given.items() if v is not None})
+    return recipe
+
+
+def run_json(r: EncoderRun) -> dict[str, object]:
+    """One encoder's run as the JSON object `clearbench run --json` prints."""
+    from clearbench.protocols.run import group_exclusions
+
+    return {
+        "task": r.task,
+        "encoder": r.encoder,
+        "run_id": r.run_id,
+        "config_hash": r.config_hash,
+        "n_scans": r.n_scans,
+        "n_excluded": len(r.excluded),
+        "excluded_by_reason": {reason: len(ids) for reason, ids in group_exclusions(r.excluded).items()},
+        "folds_reused": r.reused,
+        "split_id": r.split_id,
+        "n_missing": len(r.missing),
+        "missing": r.missing,
+        "training": r.training,
+        "overrides": r.overrides,
+        "threads": r.threads,
+        "warnings": r.warnings,
+        "macro_labels": dict(zip(("min", "max"), r.macro_labels(), strict=True), of=len(r.labels)),
+        "summary": r.summary_dict(),
+    }
+
+
+def _say_runs(results: Sequence[EncoderRun]) -> None:
+    """The split's notes, then each encoder's warnings, exclusions (each line once), summary table and recipe."""
+    from clearbench.protocols.run import exclusion_lines
+
     split = results[0].split
-    if split is not None and not json_out:
+    if split is not None:
         for line in split_notes(split):
             say("[cyan]note:[/] {}", line, err=True)
+    noted: set[str] = set()
     for r in results:
-        if json_out:
-            print_json_line(
-                {
-                    "task": r.task,
-                    "encoder": r.encoder,
-                    "run_id": r.run_id,
-                    "config_hash": r.config_hash,
-                    "n_scans": r.n_scans,
-                    "n_excluded": len(r.excluded),
-                    "excluded_by_reason": {reason: len(ids) for reason, ids in group_exclusions(r.excluded).items()},
-                    "folds_reused": r.reused,
-                    "split_id": r.split_id,
-                    "n_missing": len(r.missing),
-                    "missing": r.missing,
-                    "training": r.training,
-                    "overrides": r.overrides,
-                    "threads": r.threads,
-                    "warnings": r.warnings,
-                    "macro_labels": dict(zip(("min", "max"), r.macro_labels(), strict=True), of=len(r.labels)),
-                    "summary": r.summary_dict(),
-                }
-            )
-            continue
         for line in r.warnings:
             say("[yellow]warning:[/] {}", line, err=True)
         for line in exclusion_lines(r.excluded):
@@ -321,14 +386,6 @@ def run(
             )
         console.print(summary_table(r))
         say("{}", recipe_line(r))
-    if threads is None and not json_out:
-        say(
-            "threads: {}, the default (measured fastest for these heads, see README); pass --threads N to change it",
-            DEFAULT_THREADS,
-            err=True,
-        )
-    if not json_out:
-        print_run_board(results, store)
 
 
 def print_run_board(results: Sequence[EncoderRun], store: Path | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich import box
@@ -12,6 +13,9 @@ from rich.table import Table
 from clearbench.cli.common import command_problems, console, err_console, esc, markup, print_json_line, say
 from clearbench.errors import ClearbenchError
 from clearbench.progress import LoggedProgress
+
+if TYPE_CHECKING:
+    from clearbench.scans.survey import ScanSummary
 
 # Datasets with more label columns than this show only the positive ones in the table.
 _LABELS_SHOWN_BY_VALUE = 2
@@ -37,6 +41,33 @@ def _problems_cell(severities: list[str]) -> str:
     parts = [f"[red]{errors} error{'s' * (errors != 1)}[/]"] if errors else []
     parts += [f"[yellow]{warnings} warning{'s' * (warnings != 1)}[/]"] if warnings else []
     return ", ".join(parts) or "[green]ok[/]"
+
+
+def _scans_table(title: str) -> Table:
+    """The empty table, one row per scan."""
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table.add_column("scan", no_wrap=True, overflow="fold")
+    table.add_column("patient", no_wrap=True, overflow="fold")
+    table.add_column("slices", justify="right", no_wrap=True)
+    table.add_column("shape", justify="right", no_wrap=True)
+    table.add_column("spacing mm", justify="right", no_wrap=True)
+    table.add_column("labels", overflow="fold", min_width=12)
+    table.add_column("problems")
+    return table
+
+
+def _scan_cells(summary: ScanSummary, severities: list[str]) -> tuple[str, ...]:
+    """One scan's row; a scan that could not be loaded keeps its ids and problems, with no geometry."""
+    scan = summary.scan
+    return (
+        esc(summary.record.scan_id),
+        esc(summary.record.patient_id),
+        str(scan.n_slices) if scan else "[red]-[/]",
+        "×".join(map(str, scan.shape)) if scan else "[red]not loaded[/]",
+        "×".join(_mm(s) for s in scan.spacing) if scan else "",
+        _labels_cell(summary.record.labels),
+        _problems_cell(severities),
+    )
 
 
 def scans(
@@ -67,20 +98,7 @@ def scans(
     n_found = len(records) + len(reader.unreadable())
     total = n_found if limit is None else min(limit, n_found)
 
-    table = Table(
-        title=markup("{}: {}", dataset, reader.root),
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        collapse_padding=True,
-    )
-    table.add_column("scan", no_wrap=True, overflow="fold")
-    table.add_column("patient", no_wrap=True, overflow="fold")
-    table.add_column("slices", justify="right", no_wrap=True)
-    table.add_column("shape", justify="right", no_wrap=True)
-    table.add_column("spacing mm", justify="right", no_wrap=True)
-    table.add_column("labels", overflow="fold", min_width=12)
-    table.add_column("problems")
+    table = _scans_table(markup("{}: {}", dataset, reader.root))
 
     n_read = n_with_problems = n_skipped = 0
     progress = LoggedProgress(
@@ -102,16 +120,7 @@ def scans(
             if json_out:
                 print_json_line(summary.to_json())
                 continue
-            scan = summary.scan
-            table.add_row(
-                esc(summary.record.scan_id),
-                esc(summary.record.patient_id),
-                str(scan.n_slices) if scan else "[red]-[/]",
-                "×".join(map(str, scan.shape)) if scan else "[red]not loaded[/]",
-                "×".join(_mm(s) for s in scan.spacing) if scan else "",
-                _labels_cell(summary.record.labels),
-                _problems_cell(severities),
-            )
+            table.add_row(*_scan_cells(summary, severities))
     if not json_out and total:
         console.print(table)
     errors, warnings = len(log.errors), len(log.warnings)

@@ -161,6 +161,72 @@ def _default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
+def _encoder_on(encoder: str | Encoder, dev: torch.device, trust_checkpoint: bool) -> Encoder:
+    """The encoder on ``dev``: a card name is loaded there, a loaded encoder is moved."""
+    if isinstance(encoder, str):
+        from clearbench.encoders.registry import load_encoder
+
+        return load_encoder(encoder, device=str(dev), trust_checkpoint=trust_checkpoint)
+    encoder.to(dev)
+    return encoder
+
+
+def _reader(dataset: str | DatasetReader, root: str | Path | None, problems: ProblemLog) -> DatasetReader:
+    """The dataset's reader, reporting to ``problems``: a name is opened under ``root``, a reader is reused."""
+    if isinstance(dataset, str):
+        from clearbench.scans.registry import open_dataset
+
+        return open_dataset(dataset, root, problems=problems)
+    dataset.problems = problems
+    return dataset
+
+
+def _gathered_counts(counts: list[tuple[int, int, int, int, float, list[Problem]]]) -> dict[str, Any]:
+    """The summary's totals over the ranks' ``(done, failed, rows, slices, loop seconds, problems)``."""
+    return {
+        "scans_done": sum(c[0] for c in counts),
+        "scans_failed": sum(c[1] for c in counts),
+        "rows_written": sum(c[2] for c in counts),
+        "slices_embedded": sum(c[3] for c in counts),
+        "embed_seconds": max(c[4] for c in counts),
+        "problems": list(dict.fromkeys(p for c in counts for p in c[5])),  # each rank reports the index's own
+    }
+
+
+def _records(reader: DatasetReader, limit: int | None) -> list[ScanRecord]:
+    """The dataset's scans by scan id, the first ``limit`` of them; none at all is an error."""
+    records = reader.records()
+    if not records:
+        raise ClearbenchError(f"no {reader.name} scans found under {reader.root}: check --root and the dataset layout")
+    return records if limit is None else records[: max(0, limit)]
+
+
+def _open_table(
+    store: EmbeddingStore,
+    name: str,
+    dim: int,
+    provenance: dict[str, Any],
+    windows: list[Window],
+    overwrite: bool,
+    ranks: runtime.DistContext,
+    reader: DatasetReader,
+    records: list[ScanRecord],
+    problems: ProblemLog,
+) -> tuple[EmbeddingTable, int]:
+    """The table to write, and how many stored scans changed on disk (their rows are dropped).
+
+    Rank 0 creates (or replaces) the table and checks the cohort first, so that the others only ever open a
+    checked one, and read what is stored after the rows of changed scans are gone.
+    """
+    if ranks.is_main:
+        target = store.open_for_writing(name, dim, provenance, windows, overwrite=overwrite)
+        changed = _forget_changed(target, reader, records, problems)
+        runtime.barrier(ranks)
+        return target, changed
+    runtime.barrier(ranks)
+    return store.open_for_writing(name, dim, provenance, windows), 0
+
+
 def embed(
     encoder: str | Encoder,
     dataset: str | DatasetReader,
@@ -197,41 +263,17 @@ def embed(
     try:
         problems = problems if problems is not None else ProblemLog(strict=strict)
         problems.strict = strict or problems.strict
-        if isinstance(encoder, str):
-            from clearbench.encoders.registry import load_encoder
-
-            encoder = load_encoder(encoder, device=str(dev), trust_checkpoint=trust_checkpoint)
-        else:
-            encoder.to(dev)
-        if isinstance(dataset, str):
-            from clearbench.scans.registry import open_dataset
-
-            reader = open_dataset(dataset, root, problems=problems)
-        else:
-            reader = dataset
-            reader.problems = problems
+        encoder = _encoder_on(encoder, dev, trust_checkpoint)
+        reader = _reader(dataset, root, problems)
         chosen = resolve_windows(reader.name, windows, encoder)
-        records = reader.records()
-        if not records:
-            raise ClearbenchError(
-                f"no {reader.name} scans found under {reader.root}: check --root and the dataset layout"
-            )
-        if limit is not None:
-            records = records[: max(0, limit)]
+        records = _records(reader, limit)
         store = store if isinstance(store, EmbeddingStore) else EmbeddingStore(store)
         name = table or store.table_name(reader.name, encoder.name)
         provenance = table_provenance(encoder, reader)
 
-        # Rank 0 creates (or replaces) the table and checks the cohort first, so that the others only ever open a
-        # checked one, and read what is stored after the rows of changed scans are gone.
-        target: EmbeddingTable | None = None
-        changed = 0
-        if ranks.is_main:
-            target = store.open_for_writing(name, encoder.dim, provenance, chosen, overwrite=overwrite)
-            changed = _forget_changed(target, reader, records, problems)
-        runtime.barrier(ranks)
-        if target is None:
-            target = store.open_for_writing(name, encoder.dim, provenance, chosen)
+        target, changed = _open_table(
+            store, name, encoder.dim, provenance, chosen, overwrite, ranks, reader, records, problems
+        )
         todo, skipped = _todo(records, chosen, target.done())
         runtime.barrier(ranks)  # every rank has read the same stored set before any rank writes
         mine = todo[ranks.rank :: ranks.world]
@@ -256,16 +298,11 @@ def embed(
             dataset=reader.name,
             windows=[w.name for w in chosen] or [VOLUME_WINDOW],
             scans_total=len(records),
-            scans_done=sum(c[0] for c in counts),
             scans_skipped=skipped,
-            scans_failed=sum(c[1] for c in counts),
-            rows_written=sum(c[2] for c in counts),
-            slices_embedded=sum(c[3] for c in counts),
             seconds=time.perf_counter() - started,
-            embed_seconds=max(c[4] for c in counts),
             world_size=ranks.world,
             scans_changed=changed,
-            problems=list(dict.fromkeys(p for c in counts for p in c[5])),  # each rank reports the index's own
+            **_gathered_counts(counts),
         )
     finally:
         runtime.close(ranks)

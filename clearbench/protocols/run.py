@@ -39,7 +39,7 @@ from clearbench.scans.registry import open_dataset
 from clearbench.store import EmbeddingStore
 from clearbench.store.bags import Bags
 from clearbench.store.results import ResultsStore, now
-from clearbench.tasks.card import TaskCard, TrainingSpec
+from clearbench.tasks.card import HeadSpec, TaskCard, TrainingSpec
 from clearbench.tasks.labels import Exclusion, TaskLabels, task_labels
 from clearbench.tasks.registry import get_task
 from clearbench.version import __version__
@@ -353,6 +353,96 @@ def _left_out(split: StoredSplit) -> list[Exclusion]:
     return [Exclusion(s, reason) for s in split.change.added]
 
 
+def _stored_bags(
+    card: TaskCard, enc: EncoderTable, labels: TaskLabels, emb: EmbeddingStore, split: StoredSplit
+) -> tuple[Bags, list[Exclusion], list[str]]:
+    """The table's bags of the split's labelled scans, every exclusion so far, and the scans with no embedding."""
+    volume = enc.kind == "volume"
+    in_split = set(split.patient_of)
+    raw = emb.bags(
+        table=enc.table,
+        scan_ids=[s for s in labels.scan_ids if s in in_split],
+        windows=None if volume else list(card.windows),
+    )
+    excluded = list(labels.excluded) + _left_out(split)
+    missing = sorted(raw.missing)
+    if missing:
+        wanted = "the embedding" if volume else f"embeddings in window(s) {', '.join(card.windows)}"
+        excluded += [Exclusion(s, f"no {wanted} in table {enc.table}") for s in missing]
+    if len(raw) == 0:
+        raise ClearbenchError(
+            f"table {enc.table} has no labelled scans of task {card.name} in windows {', '.join(card.windows)}; "
+            f"embed them with: clearbench embed --dataset {card.dataset} --encoder {enc.encoder} --windows {','.join(card.windows)}"
+        )
+    return raw, excluded, missing
+
+
+def _run_row(
+    keys: dict[str, str],
+    card: TaskCard,
+    enc: EncoderTable,
+    head: HeadSpec,
+    seed: int,
+    config: dict[str, Any],
+    device: str,
+    bags: BagSet,
+    excluded: list[Exclusion],
+    split: StoredSplit,
+    missing: list[str],
+) -> dict[str, Any]:
+    """The run's row, written when it starts: its configuration, the encoder's provenance and the cohort."""
+    return {
+        **keys,
+        "dataset": card.dataset,
+        "embedding_table": enc.table,
+        "head": head.head,
+        "seed": seed,
+        "config": json.dumps(config, sort_keys=True, default=str),
+        "encoder_provenance": json.dumps(enc.provenance, sort_keys=True, default=str),
+        "clearbench_version": __version__,
+        "device": device,
+        "n_scans": len(bags),
+        "n_patients": len(set(bags.patient_ids)),
+        "excluded": json.dumps([{"scan_id": e.scan_id, "reason": e.reason} for e in excluded]),
+        "split_id": split.split_id,
+        "n_missing": len(missing),
+        "missing": json.dumps(missing),
+    }
+
+
+def _reused_fold(
+    fold: Fold, stored_rows: list[dict[str, Any]], labels: Sequence[str], progress: RunProgress | None
+) -> FoldScores:
+    """A fold committed before under the same configuration: its test scores as stored."""
+    scores = _scores_from_rows([r for r in stored_rows if r["fold"] == fold.index], labels)
+    if progress is not None:
+        progress.fold_done(fold.index, scores, reused=True)
+    return scores
+
+
+def _train_fold(
+    card: TaskCard,
+    head: HeadSpec,
+    cfg: TrainConfig,
+    seed: int,
+    bags: BagSet,
+    raw: Bags,
+    fold: Fold,
+    results: ResultsStore,
+    common: dict[str, Any],
+    progress: RunProgress | None,
+) -> FoldScores:
+    """Train one fold from a fresh model, commit it to ``results`` and return its test scores."""
+    if progress is not None:
+        progress.fold_started(fold.index)
+    on_epoch = (lambda info, k=fold.index: progress.epoch_done(k, info)) if progress is not None else None
+    result = run_fold(bags, fold, head, cfg, card.labels, seed, on_epoch)
+    _store_fold(results, common, bags, raw, result)
+    if progress is not None:
+        progress.fold_done(fold.index, result.test_scores, reused=False)
+    return result.test_scores
+
+
 def run_encoder(
     card: TaskCard,
     enc: EncoderTable,
@@ -375,23 +465,7 @@ def run_encoder(
     applied); ``overrides`` lists what the command line changed, which the configuration records beside it.
     """
     card = card.with_training(max_epochs=epochs)
-    volume = enc.kind == "volume"
-    in_split = set(split.patient_of)
-    raw = emb.bags(
-        table=enc.table,
-        scan_ids=[s for s in labels.scan_ids if s in in_split],
-        windows=None if volume else list(card.windows),
-    )
-    excluded = list(labels.excluded) + _left_out(split)
-    missing = sorted(raw.missing)
-    if missing:
-        wanted = "the embedding" if volume else f"embeddings in window(s) {', '.join(card.windows)}"
-        excluded += [Exclusion(s, f"no {wanted} in table {enc.table}") for s in missing]
-    if len(raw) == 0:
-        raise ClearbenchError(
-            f"table {enc.table} has no labelled scans of task {card.name} in windows {', '.join(card.windows)}; "
-            f"embed them with: clearbench embed --dataset {card.dataset} --encoder {enc.encoder} --windows {','.join(card.windows)}"
-        )
+    raw, excluded, missing = _stored_bags(card, enc, labels, emb, split)
     bags = _bagset(raw, labels)
     folds = _split_folds(card, enc, split, bags)
     check_test_size(card, enc.encoder, bags, folds)
@@ -407,29 +481,9 @@ def run_encoder(
     # Every fold already committed: this is the same result again, reported under the run that made it.
     previous = results.latest_complete_run(config_hash) if len(reused) == len(folds) else None
     run_id = previous["run_id"] if previous else f"{now():%Y%m%dT%H%M%S}-{config_hash[:8]}-{uuid.uuid4().hex[:6]}"
+    keys = {"config_hash": config_hash, "run_id": run_id, "task": card.name, "encoder": enc.encoder}
     if previous is None:
-        results.start_run(
-            {
-                "run_id": run_id,
-                "config_hash": config_hash,
-                "task": card.name,
-                "dataset": card.dataset,
-                "encoder": enc.encoder,
-                "embedding_table": enc.table,
-                "head": head.head,
-                "seed": seed,
-                "config": json.dumps(config, sort_keys=True, default=str),
-                "encoder_provenance": json.dumps(enc.provenance, sort_keys=True, default=str),
-                "clearbench_version": __version__,
-                "device": device,
-                "n_scans": len(bags),
-                "n_patients": len(set(bags.patient_ids)),
-                "excluded": json.dumps([{"scan_id": e.scan_id, "reason": e.reason} for e in excluded]),
-                "split_id": split.split_id,
-                "n_missing": len(missing),
-                "missing": json.dumps(missing),
-            }
-        )
+        results.start_run(_run_row(keys, card, enc, head, seed, config, device, bags, excluded, split, missing))
     cfg = card.train_config(device=device)
     warnings = few_steps_warnings(card, enc.encoder, cfg, [f for f in folds if f.index not in finished])
     if progress is not None:
@@ -438,27 +492,10 @@ def run_encoder(
     scores: list[FoldScores] = []
     for fold in folds:
         if fold.index in finished:
-            fold_scores = _scores_from_rows([r for r in stored_rows if r["fold"] == fold.index], card.labels)
-            scores.append(fold_scores)
-            if progress is not None:
-                progress.fold_done(fold.index, fold_scores, reused=True)
-            continue
-        if progress is not None:
-            progress.fold_started(fold.index)
-        on_epoch = (lambda info, k=fold.index: progress.epoch_done(k, info)) if progress is not None else None
-        result = run_fold(bags, fold, head, cfg, card.labels, seed, on_epoch)
-        common = {
-            "config_hash": config_hash,
-            "run_id": run_id,
-            "task": card.name,
-            "encoder": enc.encoder,
-            "fold": fold.index,
-        }
-        _store_fold(results, common, bags, raw, result)
-        scores.append(result.test_scores)
-        if progress is not None:
-            progress.fold_done(fold.index, result.test_scores, reused=False)
-    summary = summarise(scores)
+            scores.append(_reused_fold(fold, stored_rows, card.labels, progress))
+        else:
+            common = {**keys, "fold": fold.index}
+            scores.append(_train_fold(card, head, cfg, seed, bags, raw, fold, results, common, progress))
     out = EncoderRun(
         task=card.name,
         encoder=enc.encoder,
@@ -472,7 +509,7 @@ def run_encoder(
         n_scans=len(bags),
         n_patients=len(set(bags.patient_ids)),
         folds=scores,
-        summary=summary,
+        summary=summarise(scores),
         reused=reused,
         excluded=excluded,
         split=split,

@@ -439,36 +439,28 @@ def display_axes(orientation: tuple[float, ...]) -> tuple[bool, bool, bool]:
     return transpose, bool(col_dir[1] < 0), bool(row_dir[0] < 0)
 
 
-def read_ct_series(
-    source: str | Path | Sequence[str | Path],
-    *,
-    scan_id: str | None = None,
-    patient_id: str | None = None,
-    problems: ProblemLog | None = None,
-    recursive: bool = False,
-) -> Scan:
-    """Read the one axial CT series in a folder (or list of files) into a :class:`Scan`.
-
-    Returns an int16 HU volume ``[Z, Y, X]`` in increasing z (inferior → superior), in display orientation,
-    with ``z_mm`` the real slice positions along the normal. ``scan_id`` defaults to the SeriesInstanceUID
-    and ``patient_id`` to the PatientID tag. Raises :class:`InputError` when no usable series is there.
-    """
-    problems = problems if problems is not None else ProblemLog()
-    if isinstance(source, (str, Path)):
-        where = Path(source)
-        if not where.is_dir():
-            raise InputError(where, "not a folder of DICOM files")
-        files = dicom_files(where, recursive=recursive, problems=problems, scan_id=scan_id)
-        if not files:
-            raise InputError(
-                where, "empty folder: no files to read" + ("" if recursive else " (subfolders are not searched)")
-            )
-    else:
+def _series_files(
+    source: str | Path | Sequence[str | Path], recursive: bool, problems: ProblemLog, scan_id: str | None
+) -> tuple[Path, list[Path]]:
+    """The folder to name in messages and the files to read, from a folder or an explicit list."""
+    if not isinstance(source, (str, Path)):
         files = [Path(p) for p in source]
         if not files:
             raise InputError("<no files>", "no DICOM files given")
-        where = files[0].parent
+        return files[0].parent, files
+    where = Path(source)
+    if not where.is_dir():
+        raise InputError(where, "not a folder of DICOM files")
+    files = dicom_files(where, recursive=recursive, problems=problems, scan_id=scan_id)
+    if not files:
+        raise InputError(
+            where, "empty folder: no files to read" + ("" if recursive else " (subfolders are not searched)")
+        )
+    return where, files
 
+
+def _parse_series(files: list[Path], where: Path, problems: ProblemLog, scan_id: str | None) -> list[_Slice]:
+    """The slices of the one axial CT series among ``files``; unreadable files are reported and skipped."""
     parsed: list[tuple[DicomHeader, Dataset]] = []
     for path in files:
         try:
@@ -480,10 +472,13 @@ def read_ct_series(
             parsed.append(item)
     if not parsed:
         raise InputError(where, "no DICOM files in folder")
+    return _select(parsed, where, problems, scan_id)
 
-    slices = sorted(_select(parsed, where, problems, scan_id), key=lambda s: s.z)
-    slices = _drop_duplicates(slices, problems, scan_id)
 
+def _decode(
+    slices: list[_Slice], where: Path, problems: ProblemLog, scan_id: str | None
+) -> tuple[np.ndarray, list[_Slice]]:
+    """The int16 HU volume of the slices that decode, and those slices; a slice that fails is reported."""
     first = slices[0].header
     hu = np.empty((len(slices), first.rows, first.columns), dtype=np.int16)
     kept: list[_Slice] = []
@@ -501,13 +496,18 @@ def read_ct_series(
         missing_rescale |= not rescaled
     if not kept:
         raise InputError(where, "no CT image in the series could be decoded")
-    hu = hu[: len(kept)]
     if missing_rescale:
         problems.report(
             where, "no RescaleSlope/RescaleIntercept: stored values taken as HU", scan_id=scan_id, severity="warning"
         )
     report_clipped(problems, where, clipped, scan_id)  # once for the series, not once per slice
+    return hu[: len(kept)], kept
 
+
+def _to_display(
+    hu: np.ndarray, first: DicomHeader, where: Path, problems: ProblemLog, scan_id: str | None
+) -> tuple[np.ndarray, float, float]:
+    """The volume in display orientation (see :func:`display_axes`) and its (row, column) pixel spacing."""
     transpose, flip_rows, flip_cols = display_axes(first.orientation or (1, 0, 0, 0, 1, 0))
     row_mm, col_mm = first.pixel_spacing or (1.0, 1.0)
     if first.pixel_spacing is None:
@@ -519,6 +519,30 @@ def read_ct_series(
         hu = hu[:, ::-1, :]
     if flip_cols:
         hu = hu[:, :, ::-1]
+    return hu, row_mm, col_mm
+
+
+def read_ct_series(
+    source: str | Path | Sequence[str | Path],
+    *,
+    scan_id: str | None = None,
+    patient_id: str | None = None,
+    problems: ProblemLog | None = None,
+    recursive: bool = False,
+) -> Scan:
+    """Read the one axial CT series in a folder (or list of files) into a :class:`Scan`.
+
+    Returns an int16 HU volume ``[Z, Y, X]`` in increasing z (inferior → superior), in display orientation,
+    with ``z_mm`` the real slice positions along the normal. ``scan_id`` defaults to the SeriesInstanceUID
+    and ``patient_id`` to the PatientID tag. Raises :class:`InputError` when no usable series is there.
+    """
+    problems = problems if problems is not None else ProblemLog()
+    where, files = _series_files(source, recursive, problems, scan_id)
+    slices = sorted(_parse_series(files, where, problems, scan_id), key=lambda s: s.z)
+    slices = _drop_duplicates(slices, problems, scan_id)
+    hu, kept = _decode(slices, where, problems, scan_id)
+    first = slices[0].header
+    hu, row_mm, col_mm = _to_display(hu, first, where, problems, scan_id)
 
     z = np.array([s.z for s in kept])
     dz = _z_spacing(z, first.slice_thickness)

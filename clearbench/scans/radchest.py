@@ -189,7 +189,8 @@ class RadChestReader(DatasetReader):
                     spacing.setdefault(scan_id, value)
         return patients, spacing
 
-    def _index(self) -> Iterable[ScanRecord]:
+    def _volumes(self) -> dict[str, Path]:
+        """Every ``.npz`` below the root by scan id; a second file of the same name is reported and ignored."""
         volumes: dict[str, Path] = {}
         for dirpath, _, files in os.walk(self.root):
             for f in files:
@@ -202,8 +203,15 @@ class RadChestReader(DatasetReader):
                     volumes[scan_id] = path
         if not volumes:
             self._report(self.root, "no .npz volumes below this folder")
-        labels = self._labels()
-        patients, spacing = self._patients()
+        return volumes
+
+    def _report_coverage(
+        self,
+        volumes: dict[str, Path],
+        labels: dict[str, tuple[dict[str, float | None], Path]],
+        patients: dict[str, str],
+    ) -> None:
+        """What the CSVs and the volumes on disk fail to cover: each is reported once, for the whole cohort."""
         if volumes and not patients:
             self._report(
                 self.root,
@@ -237,6 +245,11 @@ class RadChestReader(DatasetReader):
                 severity="warning",
             )
 
+    def _index(self) -> Iterable[ScanRecord]:
+        volumes = self._volumes()
+        labels = self._labels()
+        patients, spacing = self._patients()
+        self._report_coverage(volumes, labels, patients)
         records = []
         for scan_id, path in sorted(volumes.items()):
             try:

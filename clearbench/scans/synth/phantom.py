@@ -303,14 +303,36 @@ def _jitter(rng: np.random.Generator, value: float, rel: float) -> float:
     return float(value * rng.uniform(1.0 - rel, 1.0 + rel))
 
 
-def sample_anatomy(rng: np.random.Generator, *, sex: str | None = None) -> Anatomy:
-    """Draw one patient: size, fat, organ positions and textures all vary from patient to patient."""
-    sex = sex if sex in ("F", "M") else ("F" if rng.random() < 0.5 else "M")
-    L = float(rng.uniform(560.0, 640.0))
-    s = float(rng.uniform(0.9, 1.1))
-    fat = float(rng.uniform(6.0, 30.0))
-    mus = float(rng.uniform(9.0, 14.0))
+@dataclass(frozen=True)
+class _Frame:
+    """One patient's body outline and thoracic landmarks (mm); every part is placed relative to them."""
 
+    length: float
+    scale: float
+    muscle: float
+    body_z: np.ndarray
+    rx: np.ndarray
+    ry: np.ndarray
+    lung_base: float
+    lung_apex: float
+    carina: float
+    diaphragm: float
+    cavity: tuple[float, float]  # the cavity's half-axes at 72 % of the length, where the lungs are widest
+    lung_radii: tuple[float, float]
+
+    def core(self, z: float) -> tuple[float, float]:
+        return float(np.interp(z, self.body_z, self.rx)), float(np.interp(z, self.body_z, self.ry))
+
+    def spine_y(self, z: float) -> float:
+        return self.core(z)[1] - 58.0 * self.scale
+
+    @property
+    def trachea_y(self) -> float:
+        return self.spine_y(self.carina) - 32.0 * self.scale
+
+
+def _frame(rng: np.random.Generator, sex: str, L: float, s: float, mus: float) -> _Frame:
+    """The body outline (wider hips for F, a wider waist for M) and the heights of lungs, carina and diaphragm."""
     frac = np.array([0.0, 0.12, 0.25, 0.40, 0.55, 0.70, 0.85, 0.95, 1.0])
     rx = np.array([158, 156, 142, 136, 145, 152, 150, 136, 122], dtype=float)
     ry = np.array([100, 100, 94, 94, 100, 106, 106, 98, 90], dtype=float)
@@ -321,28 +343,24 @@ def sample_anatomy(rng: np.random.Generator, *, sex: str | None = None) -> Anato
     rx = rx * s * rng.uniform(0.96, 1.04, size=rx.size)
     ry = ry * s * rng.uniform(0.96, 1.04, size=ry.size)
     body_z = frac * L
-
-    def core(z: float) -> tuple[float, float]:
-        return float(np.interp(z, body_z, rx)), float(np.interp(z, body_z, ry))
-
-    def cavity(z: float) -> tuple[float, float]:
-        a, b = core(z)
-        return a - mus, b - mus
-
-    def spine_y(z: float) -> float:
-        return core(z)[1] - 58.0 * s
-
     lung_base = L * float(rng.uniform(0.55, 0.59))
-    lung_apex = L * 0.985
     carina = L * float(rng.uniform(0.79, 0.82))
     diaphragm = lung_base + float(rng.uniform(35.0, 55.0))
-    ca, cb = cavity(0.72 * L)
-    lung_rx, lung_ry = 0.40 * ca * _jitter(rng, 1.0, 0.05), 0.86 * cb * _jitter(rng, 1.0, 0.05)
-    lung_cx = 0.53 * ca
-    trachea_y = spine_y(carina) - 32.0 * s
-    aorta_x = 18.0 * s
+    a, b = float(np.interp(0.72 * L, body_z, rx)) - mus, float(np.interp(0.72 * L, body_z, ry)) - mus
+    lung_radii = (0.40 * a * _jitter(rng, 1.0, 0.05), 0.86 * b * _jitter(rng, 1.0, 0.05))
+    return _Frame(L, s, mus, body_z, rx, ry, lung_base, L * 0.985, carina, diaphragm, (a, b), lung_radii)
 
-    parts: dict[str, Shape] = {
+
+def _thorax_parts(rng: np.random.Generator, f: _Frame) -> dict[str, Shape]:
+    """Lungs, heart, great vessels and airways."""
+    L, s, spine_y = f.length, f.scale, f.spine_y
+    lung_base, lung_apex, carina, diaphragm = f.lung_base, f.lung_apex, f.carina, f.diaphragm
+    ca, cb = f.cavity
+    lung_rx, lung_ry = f.lung_radii
+    lung_cx = 0.53 * ca
+    trachea_y = f.trachea_y
+    aorta_x = 18.0 * s
+    return {
         "lung_right": Ellipsoid(
             (-lung_cx, 0.05 * cb, lung_base), (lung_rx, lung_ry, lung_apex - lung_base), z_min=lung_base
         ),
@@ -400,6 +418,13 @@ def sample_anatomy(rng: np.random.Generator, *, sex: str | None = None) -> Anato
             (6.0 * s, trachea_y + 13.0 * s),
             (8.0 * s, 7.0 * s),
         ),
+    }
+
+
+def _abdomen_parts(rng: np.random.Generator, f: _Frame) -> dict[str, Shape]:
+    """Abdominal organs, bowel and psoas muscles."""
+    L, s, spine_y, diaphragm = f.length, f.scale, f.spine_y, f.diaphragm
+    return {
         "liver": Ellipsoid(
             (-55.0 * s, -5.0 * s, diaphragm - 72.0 * s),
             (_jitter(rng, 88.0, 0.08) * s, 78.0 * s, _jitter(rng, 80.0, 0.08) * s),
@@ -447,6 +472,13 @@ def sample_anatomy(rng: np.random.Generator, *, sex: str | None = None) -> Anato
             (22.0 * s, 20.0 * s),
             end_radii=(12.0 * s, 12.0 * s),
         ),
+    }
+
+
+def _wall_parts(f: _Frame) -> dict[str, Shape]:
+    """Gluteal muscles, the sternum and the pelvic bones."""
+    L, s, mus, spine_y, core, lung_base = f.length, f.scale, f.muscle, f.spine_y, f.core, f.lung_base
+    return {
         "gluteal_right": Tube(
             0.0, 0.2 * L, (-70.0 * s, 55.0 * s), (-62.0 * s, 60.0 * s), (50.0 * s, 38.0 * s), angle=0.3
         ),
@@ -492,11 +524,23 @@ def sample_anatomy(rng: np.random.Generator, *, sex: str | None = None) -> Anato
         "acetabulum_left": Ellipsoid((80.0 * s, 4.0 * s, 0.075 * L), (34.0 * s, 32.0 * s, 30.0 * s)),
         "pubis": Tube(0.0, 0.045 * L, (0.0, -70.0 * s), (0.0, -68.0 * s), (45.0 * s, 9.0 * s)),
     }
+
+
+def sample_anatomy(rng: np.random.Generator, *, sex: str | None = None) -> Anatomy:
+    """Draw one patient: size, fat, organ positions and textures all vary from patient to patient."""
+    sex = sex if sex in ("F", "M") else ("F" if rng.random() < 0.5 else "M")
+    L = float(rng.uniform(560.0, 640.0))
+    s = float(rng.uniform(0.9, 1.1))
+    fat = float(rng.uniform(6.0, 30.0))
+    mus = float(rng.uniform(9.0, 14.0))
+    f = _frame(rng, sex, L, s, mus)
+    # One dict in this order: later parts paint over earlier ones, and the draws follow it.
+    parts = {**_thorax_parts(rng, f), **_abdomen_parts(rng, f), **_wall_parts(f)}
     regions = {
         "pelvis": (0.0, 0.22 * L),
-        "abdomen": (0.22 * L, diaphragm),
-        "chest": (lung_base - 40.0, L),
-        "lungs": (lung_base, lung_apex),
+        "abdomen": (0.22 * L, f.diaphragm),
+        "chest": (f.lung_base - 40.0, L),
+        "lungs": (f.lung_base, f.lung_apex),
     }
     textures = {
         "lung": Field.sample(rng, 30.0),
@@ -504,7 +548,7 @@ def sample_anatomy(rng: np.random.Generator, *, sex: str | None = None) -> Anato
         "bowel": Field.sample(rng, 38.0),
         "gas": Field.sample(rng, 22.0),
     }
-    body_width = 2.0 * (float(rx.max()) + fat)
+    body_width = 2.0 * (float(f.rx.max()) + fat)
     return Anatomy(
         seed=int(rng.integers(0, 2**31 - 1)),
         sex=sex,
@@ -514,9 +558,9 @@ def sample_anatomy(rng: np.random.Generator, *, sex: str | None = None) -> Anato
         noise_hu=float(rng.uniform(6.0, 12.0)),
         fat_mm=fat,
         muscle_mm=mus,
-        body_z=body_z,
-        body_rx=rx,
-        body_ry=ry,
+        body_z=f.body_z,
+        body_rx=f.rx,
+        body_ry=f.ry,
         parts=parts,
         rib_pitch_mm=float(rng.uniform(24.0, 30.0)) * s,
         rib_slope_mm=float(rng.uniform(70.0, 90.0)) * s,
@@ -1263,6 +1307,219 @@ def _pick_lobes(rng: np.random.Generator, candidates: Sequence[str], n_max: int)
     return sorted(str(v) for v in rng.choice(list(candidates), size=min(n, len(candidates)), replace=False))
 
 
+def _emphysema(anatomy: Anatomy, rng: np.random.Generator) -> tuple[list[str], list[Feature]]:
+    lo_lung, hi_lung = anatomy.regions["lungs"]
+    labels: list[str] = []
+    parts: list[Feature] = []
+    sides = ["right", "left"] if rng.random() < 0.7 else [("right", "left")[int(rng.integers(2))]]
+    for side in sides:
+        lung = anatomy.parts[f"lung_{side}"]
+        z_lo = lo_lung + 0.4 * (hi_lung - lo_lung)
+        env = Ellipsoid(
+            (lung.center[0], lung.center[1], hi_lung), (lung.radii[0] * 1.1, lung.radii[1] * 1.1, hi_lung - z_lo)
+        )
+        parts.append(LungTexture(side, env, Field.sample(rng, 28.0), float(rng.uniform(-0.6, -0.2)), -975.0))
+        for _ in range(int(rng.integers(1, 3))):
+            c = _point_in_lobe(anatomy, f"{side}_upper", rng, 0.75)
+            r = float(rng.uniform(9.0, 16.0))
+            parts.append(Blob(Ellipsoid(c, (r, r, r)), HU["air"], lung_only=side))
+        labels += [f"emphysema*{side}_upper", f"emphysema*{side}_mid", f"emphysema*{side}_lung"]
+    labels.append("emphysema*lung")
+    return labels, parts
+
+
+def _pleural_effusion(anatomy: Anatomy, rng: np.random.Generator) -> tuple[list[str], list[Feature]]:
+    s = anatomy.scale
+    labels: list[str] = []
+    parts: list[Feature] = []
+    sides = ["right", "left"] if rng.random() < 0.4 else [("right", "left")[int(rng.integers(2))]]
+    for side in sides:
+        parts.append(Effusion(side, float(rng.uniform(45.0, 80.0)) * s, float(rng.uniform(90.0, 140.0))))
+        labels.append(f"pleural_effusion*{side}")
+    return labels, parts
+
+
+def _atelectasis(anatomy: Anatomy, rng: np.random.Generator) -> tuple[list[str], list[Feature]]:
+    s = anatomy.scale
+    labels: list[str] = []
+    parts: list[Feature] = []
+    for lobe in _pick_lobes(rng, ("right_lower", "left_lower", "right_mid", "left_mid"), 2):
+        side = lobe.split("_")[0]
+        lung = anatomy.parts[f"lung_{side}"]
+        lo, hi = _lobe_z(anatomy, lobe)
+        sec = lung.section((lo + hi) / 2)
+        if sec is None:
+            continue
+        c = (sec.cx + float(rng.uniform(-0.3, 0.3)) * sec.a, sec.cy + 0.75 * sec.b, (lo + hi) / 2)
+        parts.append(
+            Blob(
+                Ellipsoid(c, (sec.a * 0.75, float(rng.uniform(18.0, 28.0)) * s, (hi - lo) * 0.6)),
+                40.0,
+                lung_only=side,
+            )
+        )
+        labels.append(f"atelectasis*{lobe}")
+    return labels, parts
+
+
+def _fibrosis(anatomy: Anatomy, rng: np.random.Generator) -> tuple[list[str], list[Feature]]:
+    lo_lung, hi_lung = anatomy.regions["lungs"]
+    labels: list[str] = []
+    parts: list[Feature] = []
+    sides = ["right", "left"] if rng.random() < 0.8 else [("right", "left")[int(rng.integers(2))]]
+    for side in sides:
+        lung = anatomy.parts[f"lung_{side}"]
+        env = Ellipsoid(
+            (lung.center[0], lung.center[1], lo_lung),
+            (lung.radii[0] * 1.1, lung.radii[1] * 1.1, 0.65 * (hi_lung - lo_lung)),
+        )
+        parts.append(LungTexture(side, env, Field.sample(rng, 14.0), 0.5, -150.0, reticular=True, peripheral=0.45))
+        labels += [f"fibrosis*{side}_lower", f"fibrosis*{side}_mid", f"reticulation*{side}_lower"]
+    labels.append("fibrosis*lung")
+    return labels, parts
+
+
+def _opacity(anatomy: Anatomy, rng: np.random.Generator) -> tuple[list[str], list[Feature]]:
+    labels: list[str] = []
+    parts: list[Feature] = []
+    for lobe in _pick_lobes(rng, LOBES, 3):
+        side = lobe.split("_")[0]
+        c = _point_in_lobe(anatomy, lobe, rng, 0.5)
+        r = float(rng.uniform(35.0, 60.0))
+        env = Ellipsoid(c, (r, r * 0.9, r))
+        parts.append(LungTexture(side, env, Field.sample(rng, 25.0), -0.9, float(rng.uniform(-620.0, -480.0))))
+        labels += [f"opacity*{lobe}", f"groundglass*{lobe}"]
+    return labels, parts
+
+
+def _calcification(anatomy: Anatomy, rng: np.random.Generator) -> tuple[list[str], list[Feature]]:
+    s = anatomy.scale
+    lo_lung = anatomy.regions["lungs"][0]
+    labels: list[str] = []
+    parts: list[Feature] = []
+    sites = ["lung", "hilum", "aorta", "heart"]
+    chosen = sorted(str(v) for v in rng.choice(sites, size=int(rng.integers(1, 3)), replace=False))
+    for site in chosen:
+        if site == "lung":
+            for lobe in _pick_lobes(rng, LOBES, 4) * 3:
+                c = _point_in_lobe(anatomy, lobe, rng, 0.7)
+                r = float(rng.uniform(6.5, 9.5))
+                parts.append(Blob(Ellipsoid(c, (r, r, r)), 1100.0, layer="top"))
+                labels.append(f"calcification*{lobe}")
+        elif site == "hilum":
+            carina = anatomy.parts["trachea"].z0
+            for sign in (-1.0, 1.0):
+                c = (sign * 40.0 * s, anatomy.parts["trachea"].start[1] + 12.0, carina - float(rng.uniform(10, 25)))
+                parts.append(Blob(Ellipsoid(c, (9.0, 8.0, 9.0)), 1000.0, layer="top"))
+            labels += ["calcification*hilum", "calcification*mediastinum"]
+        elif site == "aorta":
+            aorta = anatomy.parts["aorta_descending"]
+            z0 = float(rng.uniform(lo_lung, aorta.z1 - 40.0))
+            sec = aorta.section(z0 + 20.0)
+            for k in range(4):
+                t = float(rng.uniform(0, 2 * math.pi))
+                c = (sec.cx + sec.a * math.cos(t), sec.cy + sec.b * math.sin(t), z0 + 12.0 * k)
+                parts.append(Blob(Ellipsoid(c, (6.0, 6.0, 7.0)), 1000.0, layer="top"))
+            labels += ["calcification*aorta", "atherosclerosis*aorta"]
+        else:
+            heart = anatomy.parts["heart"]
+            cz = heart.center[2] + 0.4 * heart.radii[2]
+            for k in range(3):
+                t = -2.2 + 0.6 * k
+                c = (
+                    heart.center[0] + heart.radii[0] * 0.8 * math.cos(t),
+                    heart.center[1] + heart.radii[1] * 0.8 * math.sin(t),
+                    cz - 8.0 * k,
+                )
+                parts.append(Blob(Ellipsoid(c, (6.0, 6.0, 8.0)), 1000.0, layer="top"))
+            labels += ["calcification*heart", "coronary_artery_disease*heart"]
+    return labels, parts
+
+
+def _nodule(anatomy: Anatomy, rng: np.random.Generator) -> tuple[list[str], list[Feature]]:
+    labels: list[str] = []
+    parts: list[Feature] = []
+    for _ in range(int(rng.integers(3, 9))):
+        lobe = LOBES[int(rng.integers(len(LOBES)))]
+        d = float(rng.uniform(16.0, 30.0))
+        c = _point_in_lobe(anatomy, lobe, rng, 0.7, margin=d)
+        parts.append(Blob(_lesion_shape(rng, c, d), 35.0, layer="top"))
+        labels.append(f"nodule*{lobe}")
+        if d > 10.0:
+            labels.append(f"nodulegr1cm*{lobe}")
+    return labels, parts
+
+
+def _bronchiectasis(anatomy: Anatomy, rng: np.random.Generator) -> tuple[list[str], list[Feature]]:
+    labels: list[str] = []
+    parts: list[Feature] = []
+    for lobe in _pick_lobes(rng, ("right_lower", "left_lower", "right_mid", "left_mid"), 2):
+        side = lobe.split("_")[0]
+        for _ in range(int(rng.integers(4, 8))):
+            x, y, z = _point_in_lobe(anatomy, lobe, rng, 0.75)
+            r = float(rng.uniform(7.0, 11.0))
+            length = float(rng.uniform(40.0, 70.0))
+            tube = Tube(z - length / 2, z + length / 2, (x, y), (x + float(rng.uniform(-10, 10)), y - 5.0), (r, r))
+            parts.append(Airway(tube, 3.0, side))
+        labels.append(f"bronchiectasis*{lobe}")
+    labels.append("bronchiectasis*airways")
+    return labels, parts
+
+
+def _cardiomegaly(anatomy: Anatomy, rng: np.random.Generator) -> tuple[list[str], list[Feature]]:
+    labels: list[str] = []
+    parts: list[Feature] = []
+    heart = anatomy.parts["heart"]
+    big = Ellipsoid(heart.center, tuple(r * 1.3 for r in heart.radii), heart.angle)  # type: ignore[arg-type]
+    inner = Ellipsoid(heart.center, tuple(r * 1.3 * 0.75 for r in heart.radii), heart.angle)  # type: ignore[arg-type]
+    parts += [Blob(big, HU["myocardium"]), Blob(inner, HU["blood"])]
+    labels.append("cardiomegaly*heart")
+    return labels, parts
+
+
+def _pericardial_effusion(anatomy: Anatomy, rng: np.random.Generator) -> tuple[list[str], list[Feature]]:
+    labels: list[str] = []
+    parts: list[Feature] = []
+    heart = anatomy.parts["heart"]
+    sac = Ellipsoid(heart.center, tuple(r + 12.0 for r in heart.radii), heart.angle)  # type: ignore[arg-type]
+    inner = Ellipsoid(heart.center, tuple(r * 0.72 for r in heart.radii), heart.angle)  # type: ignore[arg-type]
+    parts += [Blob(sac, HU["fluid"]), Blob(heart, HU["myocardium"]), Blob(inner, HU["blood"])]
+    labels.append("pericardial_effusion*heart")
+    return labels, parts
+
+
+def _lymphadenopathy(anatomy: Anatomy, rng: np.random.Generator) -> tuple[list[str], list[Feature]]:
+    s = anatomy.scale
+    labels: list[str] = []
+    parts: list[Feature] = []
+    trachea = anatomy.parts["trachea"]
+    for _ in range(int(rng.integers(2, 4))):
+        c = (
+            float(rng.uniform(-30.0, 30.0)) * s,
+            trachea.start[1] - float(rng.uniform(5.0, 30.0)) * s,
+            trachea.z0 + float(rng.uniform(-30.0, 35.0)),
+        )
+        d = float(rng.uniform(20.0, 32.0))
+        parts.append(Blob(_lesion_shape(rng, c, d), 45.0))
+    labels += ["lymphadenopathy*mediastinum", "lymphadenopathy*hilum"]
+    return labels, parts
+
+
+_CHEST_FINDINGS: dict[str, Callable[[Anatomy, np.random.Generator], tuple[list[str], list[Feature]]]] = {
+    "emphysema": _emphysema,
+    "pleural_effusion": _pleural_effusion,
+    "atelectasis": _atelectasis,
+    "fibrosis": _fibrosis,
+    "opacity": _opacity,
+    "calcification": _calcification,
+    "nodule": _nodule,
+    "bronchiectasis": _bronchiectasis,
+    "cardiomegaly": _cardiomegaly,
+    "pericardial_effusion": _pericardial_effusion,
+    "lymphadenopathy": _lymphadenopathy,
+}
+
+
 def chest_finding(anatomy: Anatomy, name: str, rng: np.random.Generator) -> ChestFinding:
     """A chest abnormality of ``name`` (:data:`CHEST_ABNORMALITIES` or :data:`EXTRA_CHEST_FINDINGS`).
 
@@ -1272,147 +1529,9 @@ def chest_finding(anatomy: Anatomy, name: str, rng: np.random.Generator) -> Ches
     opacity as patchy ground glass, calcification as very dense foci (granulomas, nodes, aortic or
     coronary), nodules as round soft-tissue lesions, bronchiectasis as dilated thick-walled airways.
     """
-    s = anatomy.scale
-    lo_lung, hi_lung = anatomy.regions["lungs"]
-    labels: list[str] = []
-    parts: list[Feature] = []
-    if name == "emphysema":
-        sides = ["right", "left"] if rng.random() < 0.7 else [("right", "left")[int(rng.integers(2))]]
-        for side in sides:
-            lung = anatomy.parts[f"lung_{side}"]
-            z_lo = lo_lung + 0.4 * (hi_lung - lo_lung)
-            env = Ellipsoid(
-                (lung.center[0], lung.center[1], hi_lung), (lung.radii[0] * 1.1, lung.radii[1] * 1.1, hi_lung - z_lo)
-            )
-            parts.append(LungTexture(side, env, Field.sample(rng, 28.0), float(rng.uniform(-0.6, -0.2)), -975.0))
-            for _ in range(int(rng.integers(1, 3))):
-                c = _point_in_lobe(anatomy, f"{side}_upper", rng, 0.75)
-                r = float(rng.uniform(9.0, 16.0))
-                parts.append(Blob(Ellipsoid(c, (r, r, r)), HU["air"], lung_only=side))
-            labels += [f"emphysema*{side}_upper", f"emphysema*{side}_mid", f"emphysema*{side}_lung"]
-        labels.append("emphysema*lung")
-    elif name == "pleural_effusion":
-        sides = ["right", "left"] if rng.random() < 0.4 else [("right", "left")[int(rng.integers(2))]]
-        for side in sides:
-            parts.append(Effusion(side, float(rng.uniform(45.0, 80.0)) * s, float(rng.uniform(90.0, 140.0))))
-            labels.append(f"pleural_effusion*{side}")
-    elif name == "atelectasis":
-        for lobe in _pick_lobes(rng, ("right_lower", "left_lower", "right_mid", "left_mid"), 2):
-            side = lobe.split("_")[0]
-            lung = anatomy.parts[f"lung_{side}"]
-            lo, hi = _lobe_z(anatomy, lobe)
-            sec = lung.section((lo + hi) / 2)
-            if sec is None:
-                continue
-            c = (sec.cx + float(rng.uniform(-0.3, 0.3)) * sec.a, sec.cy + 0.75 * sec.b, (lo + hi) / 2)
-            parts.append(
-                Blob(
-                    Ellipsoid(c, (sec.a * 0.75, float(rng.uniform(18.0, 28.0)) * s, (hi - lo) * 0.6)),
-                    40.0,
-                    lung_only=side,
-                )
-            )
-            labels.append(f"atelectasis*{lobe}")
-    elif name == "fibrosis":
-        sides = ["right", "left"] if rng.random() < 0.8 else [("right", "left")[int(rng.integers(2))]]
-        for side in sides:
-            lung = anatomy.parts[f"lung_{side}"]
-            env = Ellipsoid(
-                (lung.center[0], lung.center[1], lo_lung),
-                (lung.radii[0] * 1.1, lung.radii[1] * 1.1, 0.65 * (hi_lung - lo_lung)),
-            )
-            parts.append(LungTexture(side, env, Field.sample(rng, 14.0), 0.5, -150.0, reticular=True, peripheral=0.45))
-            labels += [f"fibrosis*{side}_lower", f"fibrosis*{side}_mid", f"reticulation*{side}_lower"]
-        labels.append("fibrosis*lung")
-    elif name == "opacity":
-        for lobe in _pick_lobes(rng, LOBES, 3):
-            side = lobe.split("_")[0]
-            c = _point_in_lobe(anatomy, lobe, rng, 0.5)
-            r = float(rng.uniform(35.0, 60.0))
-            env = Ellipsoid(c, (r, r * 0.9, r))
-            parts.append(LungTexture(side, env, Field.sample(rng, 25.0), -0.9, float(rng.uniform(-620.0, -480.0))))
-            labels += [f"opacity*{lobe}", f"groundglass*{lobe}"]
-    elif name == "calcification":
-        sites = ["lung", "hilum", "aorta", "heart"]
-        chosen = sorted(str(v) for v in rng.choice(sites, size=int(rng.integers(1, 3)), replace=False))
-        for site in chosen:
-            if site == "lung":
-                for lobe in _pick_lobes(rng, LOBES, 4) * 3:
-                    c = _point_in_lobe(anatomy, lobe, rng, 0.7)
-                    r = float(rng.uniform(6.5, 9.5))
-                    parts.append(Blob(Ellipsoid(c, (r, r, r)), 1100.0, layer="top"))
-                    labels.append(f"calcification*{lobe}")
-            elif site == "hilum":
-                carina = anatomy.parts["trachea"].z0
-                for sign in (-1.0, 1.0):
-                    c = (sign * 40.0 * s, anatomy.parts["trachea"].start[1] + 12.0, carina - float(rng.uniform(10, 25)))
-                    parts.append(Blob(Ellipsoid(c, (9.0, 8.0, 9.0)), 1000.0, layer="top"))
-                labels += ["calcification*hilum", "calcification*mediastinum"]
-            elif site == "aorta":
-                aorta = anatomy.parts["aorta_descending"]
-                z0 = float(rng.uniform(lo_lung, aorta.z1 - 40.0))
-                sec = aorta.section(z0 + 20.0)
-                for k in range(4):
-                    t = float(rng.uniform(0, 2 * math.pi))
-                    c = (sec.cx + sec.a * math.cos(t), sec.cy + sec.b * math.sin(t), z0 + 12.0 * k)
-                    parts.append(Blob(Ellipsoid(c, (6.0, 6.0, 7.0)), 1000.0, layer="top"))
-                labels += ["calcification*aorta", "atherosclerosis*aorta"]
-            else:
-                heart = anatomy.parts["heart"]
-                cz = heart.center[2] + 0.4 * heart.radii[2]
-                for k in range(3):
-                    t = -2.2 + 0.6 * k
-                    c = (
-                        heart.center[0] + heart.radii[0] * 0.8 * math.cos(t),
-                        heart.center[1] + heart.radii[1] * 0.8 * math.sin(t),
-                        cz - 8.0 * k,
-                    )
-                    parts.append(Blob(Ellipsoid(c, (6.0, 6.0, 8.0)), 1000.0, layer="top"))
-                labels += ["calcification*heart", "coronary_artery_disease*heart"]
-    elif name == "nodule":
-        for _ in range(int(rng.integers(3, 9))):
-            lobe = LOBES[int(rng.integers(len(LOBES)))]
-            d = float(rng.uniform(16.0, 30.0))
-            c = _point_in_lobe(anatomy, lobe, rng, 0.7, margin=d)
-            parts.append(Blob(_lesion_shape(rng, c, d), 35.0, layer="top"))
-            labels.append(f"nodule*{lobe}")
-            if d > 10.0:
-                labels.append(f"nodulegr1cm*{lobe}")
-    elif name == "bronchiectasis":
-        for lobe in _pick_lobes(rng, ("right_lower", "left_lower", "right_mid", "left_mid"), 2):
-            side = lobe.split("_")[0]
-            for _ in range(int(rng.integers(4, 8))):
-                x, y, z = _point_in_lobe(anatomy, lobe, rng, 0.75)
-                r = float(rng.uniform(7.0, 11.0))
-                length = float(rng.uniform(40.0, 70.0))
-                tube = Tube(z - length / 2, z + length / 2, (x, y), (x + float(rng.uniform(-10, 10)), y - 5.0), (r, r))
-                parts.append(Airway(tube, 3.0, side))
-            labels.append(f"bronchiectasis*{lobe}")
-        labels.append("bronchiectasis*airways")
-    elif name == "cardiomegaly":
-        heart = anatomy.parts["heart"]
-        big = Ellipsoid(heart.center, tuple(r * 1.3 for r in heart.radii), heart.angle)  # type: ignore[arg-type]
-        inner = Ellipsoid(heart.center, tuple(r * 1.3 * 0.75 for r in heart.radii), heart.angle)  # type: ignore[arg-type]
-        parts += [Blob(big, HU["myocardium"]), Blob(inner, HU["blood"])]
-        labels.append("cardiomegaly*heart")
-    elif name == "pericardial_effusion":
-        heart = anatomy.parts["heart"]
-        sac = Ellipsoid(heart.center, tuple(r + 12.0 for r in heart.radii), heart.angle)  # type: ignore[arg-type]
-        inner = Ellipsoid(heart.center, tuple(r * 0.72 for r in heart.radii), heart.angle)  # type: ignore[arg-type]
-        parts += [Blob(sac, HU["fluid"]), Blob(heart, HU["myocardium"]), Blob(inner, HU["blood"])]
-        labels.append("pericardial_effusion*heart")
-    elif name == "lymphadenopathy":
-        trachea = anatomy.parts["trachea"]
-        for _ in range(int(rng.integers(2, 4))):
-            c = (
-                float(rng.uniform(-30.0, 30.0)) * s,
-                trachea.start[1] - float(rng.uniform(5.0, 30.0)) * s,
-                trachea.z0 + float(rng.uniform(-30.0, 35.0)),
-            )
-            d = float(rng.uniform(20.0, 32.0))
-            parts.append(Blob(_lesion_shape(rng, c, d), 45.0))
-        labels += ["lymphadenopathy*mediastinum", "lymphadenopathy*hilum"]
-    else:
+    make = _CHEST_FINDINGS.get(name)
+    if make is None:
         known = ", ".join((*CHEST_ABNORMALITIES, *EXTRA_CHEST_FINDINGS))
         raise ValueError(f"unknown chest finding '{name}': use one of {known}")
+    labels, parts = make(anatomy, rng)
     return ChestFinding(name, tuple(dict.fromkeys(labels)), tuple(parts))

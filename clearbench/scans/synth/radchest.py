@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from clearbench.scans.synth import prepare_root
-from clearbench.scans.synth.phantom import LOBES, chest_finding, render, sample_anatomy
+from clearbench.scans.synth.phantom import LOBES, Anatomy, chest_finding, render, sample_anatomy
 
 # Prevalence of each finding in the synthetic cohort.
 PREVALENCE: dict[str, float] = {
@@ -96,6 +96,58 @@ def save_npz(path: Path, ct: np.ndarray) -> None:
         zf.writestr(info, buf.getvalue())
 
 
+def _write_volume(path: Path, anatomy: Anatomy, rng: np.random.Generator, size: int) -> tuple[set[str], float, int]:
+    """Draw one scan's findings, render and save it; return its positive labels, spacing (mm) and slice count."""
+    names = [name for name, p in PREVALENCE.items() if rng.random() < p]
+    findings = [chest_finding(anatomy, name, rng) for name in names]
+    positive = {label for f in findings for label in f.labels}
+    stray = positive - set(LABEL_COLUMNS)
+    if stray:
+        raise RuntimeError(f"phantom labels missing from LABEL_COLUMNS: {sorted(stray)}")
+    spacing = round(anatomy.fov_mm / size, 4)
+    lo, hi = anatomy.regions["chest"]
+    z_desc = np.arange(hi, lo, -spacing)  # superior -> inferior, as the release stores axis 0
+    hu = render(
+        anatomy,
+        z_desc,
+        size=size,
+        spacing_mm=spacing,
+        features=findings,
+        noise_seed=int(rng.integers(0, 2**31 - 1)),
+    )
+    save_npz(path, np.clip(hu, -1000, 1000).astype(np.int16))
+    return positive, spacing, int(hu.shape[0])
+
+
+def _write_tables(
+    out: Path, n_scans: int, label_rows: dict[str, list[list[int | str]]], meta_rows: list[list[str]]
+) -> None:
+    """The label CSV of each split and the metadata CSV, laid out as the release's."""
+    for prefix, rows in label_rows.items():
+        with (out / f"{SPLITS[prefix][0]}_Abnormality_and_Location_Labels.csv").open("w", newline="") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(["NoteAcc_DEID", *LABEL_COLUMNS])
+            writer.writerows(rows)
+    meta_rows.sort(key=lambda r: r[1])
+    with (out / f"CT_Scan_Metadata_Complete_{n_scans}.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(
+            [
+                "VolumeAcc_DEID",
+                "NoteAcc_DEID",
+                "MRN_DEID",
+                "Set_Assigned",
+                "Subset_Assigned",
+                "PatientAge",
+                "PatientSex",
+                "final_spacing",
+                "final_numslices",
+                "final_square",
+            ]
+        )
+        writer.writerows(meta_rows)
+
+
 def write_cohort(
     out: Path,
     n_scans: int,
@@ -127,24 +179,7 @@ def write_cohort(
                 break
             counters[prefix] += 1
             acc = f"{prefix}{counters[prefix]:05d}"
-            names = [name for name, p in PREVALENCE.items() if rng.random() < p]
-            findings = [chest_finding(anatomy, name, rng) for name in names]
-            positive = {label for f in findings for label in f.labels}
-            stray = positive - set(LABEL_COLUMNS)
-            if stray:
-                raise RuntimeError(f"phantom labels missing from LABEL_COLUMNS: {sorted(stray)}")
-            spacing = round(anatomy.fov_mm / size, 4)
-            lo, hi = anatomy.regions["chest"]
-            z_desc = np.arange(hi, lo, -spacing)  # superior -> inferior, as the release stores axis 0
-            hu = render(
-                anatomy,
-                z_desc,
-                size=size,
-                spacing_mm=spacing,
-                features=findings,
-                noise_seed=int(rng.integers(0, 2**31 - 1)),
-            )
-            save_npz(out / f"{acc}.npz", np.clip(hu, -1000, 1000).astype(np.int16))
+            positive, spacing, n_slices = _write_volume(out / f"{acc}.npz", anatomy, rng, size)
             label_rows[prefix].append([acc, *(1 if c in positive else 0 for c in LABEL_COLUMNS)])
             _, set_name, subset = SPLITS[prefix]
             meta_rows.append(
@@ -157,7 +192,7 @@ def write_cohort(
                     str(age),
                     anatomy.sex,
                     f"{spacing:g}",
-                    str(hu.shape[0]),
+                    str(n_slices),
                     str(size),
                 ]
             )
@@ -165,27 +200,5 @@ def write_cohort(
             if progress is not None:
                 progress(1)
 
-    for prefix, rows in label_rows.items():
-        with (out / f"{SPLITS[prefix][0]}_Abnormality_and_Location_Labels.csv").open("w", newline="") as fh:
-            writer = csv.writer(fh, lineterminator="\n")
-            writer.writerow(["NoteAcc_DEID", *LABEL_COLUMNS])
-            writer.writerows(rows)
-    meta_rows.sort(key=lambda r: r[1])
-    with (out / f"CT_Scan_Metadata_Complete_{n_scans}.csv").open("w", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(
-            [
-                "VolumeAcc_DEID",
-                "NoteAcc_DEID",
-                "MRN_DEID",
-                "Set_Assigned",
-                "Subset_Assigned",
-                "PatientAge",
-                "PatientSex",
-                "final_spacing",
-                "final_numslices",
-                "final_square",
-            ]
-        )
-        writer.writerows(meta_rows)
+    _write_tables(out, n_scans, label_rows, meta_rows)
     return out
