@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -13,13 +14,16 @@ from rich.table import Table
 
 from clearbench.cli.common import console, err_console, esc, say
 
+if TYPE_CHECKING:
+    from clearbench.protocols.run import RunProgress
+
 
 def _say(line: str) -> None:
     say("{}", line)
 
 
 @contextmanager
-def _run_progress() -> Iterator[object]:
+def _run_progress() -> Iterator[RunProgress]:
     from clearbench.cli.run import RichRunProgress
     from clearbench.progress import LoggedProgress
 

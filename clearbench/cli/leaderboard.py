@@ -45,11 +45,11 @@ def print_boards(frames: list, fmt: str, out: Path | None) -> None:
     """Draw ``frames`` on the terminal, or write them in ``fmt`` to stdout or ``out``."""
     from clearbench.leaderboards.render import render, to_rich
 
-    if fmt == "table" and out is None:
-        for df in frames:
-            console.print(terminal_board(df))
-        return
     if fmt == "table":
+        if out is None:
+            for df in frames:
+                console.print(terminal_board(df))
+            return
         from rich.console import Console
 
         with out.open("w", encoding="utf-8") as f:

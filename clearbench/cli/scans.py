@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,7 +37,7 @@ def _labels_cell(labels: dict[str, float | None]) -> str:
     return text + (f" [dim]({unknown} unknown)[/]" if unknown else "")
 
 
-def _problems_cell(severities: list[str]) -> str:
+def _problems_cell(severities: Sequence[str]) -> str:
     errors, warnings = severities.count("error"), severities.count("warning")
     parts = [f"[red]{errors} error{'s' * (errors != 1)}[/]"] if errors else []
     parts += [f"[yellow]{warnings} warning{'s' * (warnings != 1)}[/]"] if warnings else []
@@ -56,7 +57,7 @@ def _scans_table(title: str) -> Table:
     return table
 
 
-def _scan_cells(summary: ScanSummary, severities: list[str]) -> tuple[str, ...]:
+def _scan_cells(summary: ScanSummary, severities: Sequence[str]) -> tuple[str, ...]:
     """One scan's row; a scan that could not be loaded keeps its ids and problems, with no geometry."""
     scan = summary.scan
     return (

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich import box
 from rich.table import Table
 
 from clearbench.cli.common import check_table_option, console, esc, markup, print_json_line, say
+
+if TYPE_CHECKING:
+    from clearbench.store import EmbeddingStore
 
 store_app = typer.Typer(help="List, inspect and delete embedding tables.", no_args_is_help=True)
 
@@ -18,7 +22,7 @@ _JSON_OPTION = typer.Option(False, "--json", help="Print JSON instead of a table
 _TABLE_ARGUMENT = typer.Argument(..., callback=check_table_option, help="Table name (see: clearbench store ls).")
 
 
-def _open(store: Path | None):
+def _open(store: Path | None) -> EmbeddingStore:
     from clearbench.store import EmbeddingStore
 
     return EmbeddingStore(store)

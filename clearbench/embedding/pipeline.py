@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -366,7 +366,7 @@ class _Run:
             hu = hu.pin_memory()
         return record, scan, hu, self._windows[record.scan_id]
 
-    def _jobs(self, loader: Prefetcher, bar: EmbedProgress):
+    def _jobs(self, loader: Prefetcher, bar: EmbedProgress) -> Iterator[ScanJob]:
         for item in loader:
             if isinstance(item, Failed):
                 self._fail(item.record, item.path, item.reason, bar)

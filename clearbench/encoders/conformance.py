@@ -27,11 +27,12 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
+from unittest import mock
 
 import numpy as np
 import torch
 
-from clearbench.encoders.base import Encoder, SliceEncoder
+from clearbench.encoders.base import Encoder, SliceEncoder, VolumeEncoder
 from clearbench.encoders.card import EncoderCard, WeightsSpec
 from clearbench.errors import ClearbenchError
 from clearbench.scans.scan import Scan
@@ -132,11 +133,12 @@ def no_network() -> Iterator[list[str]]:
     def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
         raise refuse(f"resolve {host!r}")
 
-    socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = connect, connect_ex, getaddrinfo
-    try:
+    with (
+        mock.patch.object(socket.socket, "connect", connect),
+        mock.patch.object(socket.socket, "connect_ex", connect_ex),
+        mock.patch.object(socket, "getaddrinfo", getaddrinfo),
+    ):
         yield attempts
-    finally:
-        socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = saved
 
 
 # -- inputs ---------------------------------------------------------------------------------------------
@@ -242,7 +244,7 @@ def behaviour_checks(encoder: Encoder, relative: float = RELATIVE_TOLERANCE) -> 
     """Eval mode, shape and dtype, finite, batch = items, repeatable, input untouched; ``relative`` is the
     tolerance as a fraction of the largest output magnitude."""
     eval_check = _eval_mode_check(encoder)
-    probe = _SliceProbe(encoder) if isinstance(encoder, SliceEncoder) else _VolumeProbe(encoder)
+    probe = _probe(encoder)
     n = len(probe.items)
     try:
         first = probe.batch()
@@ -271,7 +273,7 @@ def behaviour_checks(encoder: Encoder, relative: float = RELATIVE_TOLERANCE) -> 
     scale = float(first[finite].abs().max()) if finite.any() else 0.0
     tolerance = relative * max(scale, 1e-3)
     try:
-        one_by_one = torch.cat([probe.item(item) for item in probe.items])
+        one_by_one = torch.cat(probe.each())
         diff = _max_diff(first, one_by_one)
         checks.append(
             CheckResult(
@@ -298,10 +300,18 @@ def behaviour_checks(encoder: Encoder, relative: float = RELATIVE_TOLERANCE) -> 
     return checks
 
 
+def _probe(encoder: Encoder) -> _SliceProbe | _VolumeProbe:
+    if isinstance(encoder, SliceEncoder):
+        return _SliceProbe(encoder)
+    if isinstance(encoder, VolumeEncoder):
+        return _VolumeProbe(encoder)
+    raise TypeError(f"{type(encoder).__name__} is neither a SliceEncoder nor a VolumeEncoder")
+
+
 class _SliceProbe:
     """Slice encoders: the fixed slices as one batch, and one by one through ``encode``."""
 
-    def __init__(self, encoder: Encoder) -> None:
+    def __init__(self, encoder: SliceEncoder) -> None:
         self.encoder, self.inputs = encoder, sample_slices()
         self.snapshot = self.inputs.clone()
         self.items = [self.inputs[i : i + 1] for i in range(self.inputs.shape[0])]
@@ -309,8 +319,8 @@ class _SliceProbe:
     def batch(self) -> torch.Tensor:
         return self.encoder.encode(self.inputs)
 
-    def item(self, item: torch.Tensor) -> torch.Tensor:
-        return self.encoder.encode(item)
+    def each(self) -> list[torch.Tensor]:
+        return [self.encoder.encode(item) for item in self.items]
 
     def untouched(self) -> bool:
         return torch.equal(self.inputs, self.snapshot)
@@ -319,15 +329,15 @@ class _SliceProbe:
 class _VolumeProbe:
     """Volume encoders: the preprocessed scans embedded as one batch, and each scan through ``encode``."""
 
-    def __init__(self, encoder: Encoder) -> None:
+    def __init__(self, encoder: VolumeEncoder) -> None:
         self.encoder, self.items = encoder, sample_scans()
         self.snapshot = [s.hu.copy() for s in self.items]
 
     def batch(self) -> torch.Tensor:
         return self.encoder.embed(torch.cat([self.encoder.preprocess(s) for s in self.items]))
 
-    def item(self, scan: Scan) -> torch.Tensor:
-        return self.encoder.encode(scan)
+    def each(self) -> list[torch.Tensor]:
+        return [self.encoder.encode(scan) for scan in self.items]
 
     def untouched(self) -> bool:
         return all(np.array_equal(s.hu, h) for s, h in zip(self.items, self.snapshot, strict=True))

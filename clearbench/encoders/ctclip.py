@@ -36,7 +36,7 @@ setting can be turned off in a card.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -77,6 +77,8 @@ CTCLIP_PREPROCESSING: dict[str, Any] = {
 # -- building blocks ---------------------------------------------------------------------------------------
 class BiasFreeLayerNorm(nn.Module):
     """LayerNorm with a learned gain and a fixed zero bias (stored as the buffer ``beta``, as upstream)."""
+
+    beta: torch.Tensor
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -155,6 +157,14 @@ def feed_forward(dim: int, mult: float = 4.0, dropout: float = 0.0) -> nn.Sequen
     )
 
 
+def _block(dim: int, dim_head: int, heads: int, ff_mult: float) -> nn.ModuleList:
+    """One layer ``[PEG, attention, None, feed-forward]`` (see :class:`Transformer`)."""
+    block = nn.ModuleList([PEG(dim), Attention(dim, dim_head, heads)])
+    block.add_module("2", None)  # upstream's cross-attention slot, empty in CTViT
+    block.add_module("3", feed_forward(dim, ff_mult))
+    return block
+
+
 class Transformer(nn.Module):
     """Pre-norm blocks of PEG -> attention -> feed-forward, each residual, then a final LayerNorm.
 
@@ -164,16 +174,14 @@ class Transformer(nn.Module):
 
     def __init__(self, dim: int, depth: int, dim_head: int, heads: int, ff_mult: float = 4.0) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(
-            nn.ModuleList([PEG(dim), Attention(dim, dim_head, heads), None, feed_forward(dim, ff_mult)])
-            for _ in range(depth)
-        )
+        self.layers = nn.ModuleList(_block(dim, dim_head, heads, ff_mult) for _ in range(depth))
         self.norm_out = BiasFreeLayerNorm(dim)
 
     def forward(
         self, x: torch.Tensor, grid: tuple[int, int, int, int], attn_bias: torch.Tensor | None = None
     ) -> torch.Tensor:
-        for peg, attn, _, ff in self.layers:
+        for layer in self.layers:
+            peg, attn, _, ff = cast(nn.ModuleList, layer)
             x = peg(x, grid) + x
             x = attn(x, attn_bias) + x
             x = ff(x) + x
@@ -196,7 +204,7 @@ class ContinuousPositionBias(nn.Module):
 
     def forward(self, h: int, w: int) -> torch.Tensor:
         """The bias ``(heads, h*w, h*w)`` for patches in row-major order."""
-        device = self.net[-1].weight.device
+        device = next(self.net.parameters()).device
         dy = torch.arange(-(h - 1), h, device=device)
         dx = torch.arange(-(w - 1), w, device=device)
         offsets = torch.stack(torch.meshgrid(dy, dx, indexing="ij"), dim=-1).float()
@@ -211,6 +219,10 @@ class ContinuousPositionBias(nn.Module):
 
 class CosineCodebook(nn.Module):
     """The codebook buffers of vector-quantize-pytorch 1.1.2's ``CosineSimCodebook`` (one codebook)."""
+
+    initted: torch.Tensor
+    cluster_size: torch.Tensor
+    embed: torch.Tensor
 
     def __init__(self, dim: int, codebook_size: int) -> None:
         super().__init__()

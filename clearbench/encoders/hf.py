@@ -106,7 +106,8 @@ def load_hf_folder(folder: Path, pooling: str = "cls") -> tuple[nn.Module, list[
 
     vision = vision_config(config)
     try:
-        model_class = MODEL_MAPPING[type(vision)]
+        # Any: transformers types every auto mapping's values as its tokenizer pair; this one holds model classes.
+        model_class: Any = MODEL_MAPPING[type(vision)]
     except KeyError as exc:
         raise InputError(
             folder, f"transformers has no AutoModel class for '{vision.model_type}' (is it a vision backbone?)"

@@ -57,7 +57,7 @@ def build_mambaout(
     from timm.models.mambaout import MambaOut
 
     model = MambaOut(depths=tuple(depths), dims=tuple(dims), drop_path_rate=drop_path_rate)
-    model.head.pre_logits = nn.Identity()
+    model.head.pre_logits = nn.Sequential()  # empty, so the identity, in the type timm declares
     model.head.fc = nn.Identity()
     return model
 

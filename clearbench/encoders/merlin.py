@@ -21,13 +21,16 @@ and ``D`` to superior: the Scan is transposed to ``[X, Y, Z]`` and flipped along
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from clearbench.encoders.base import VolumeEncoder
+
+if TYPE_CHECKING:
+    from merlin.models.i3res import I3ResNet
 from clearbench.encoders.family import EncoderSpec, Family, StateDict
 from clearbench.encoders.volume_prep import centre_crop_or_pad, resample_spacing
 from clearbench.errors import MissingExtraError
@@ -59,7 +62,7 @@ def build_merlin_image_encoder(*, layers: Sequence[int], class_nb: int) -> nn.Mo
     return I3ResNet(ResNet(Bottleneck, list(layers)), class_nb=int(class_nb), conv_class=True)
 
 
-def merlin_contrastive_embedding(net: nn.Module, volume: torch.Tensor) -> torch.Tensor:
+def merlin_contrastive_embedding(net: I3ResNet, volume: torch.Tensor) -> torch.Tensor:
     """``I3ResNet`` on ``(B, 1, H, W, D)`` -> the contrastive embedding ``(B, 512)``.
 
     The same computation as the first output of ``I3ResNet.forward``, minus its per-layer activation

@@ -68,7 +68,10 @@ def build_timm(model_name: str, **kwargs: Any) -> nn.Module:
 
 def features_dim(model: nn.Module) -> int:
     """What the headless model returns per image: timm's ``head_hidden_size`` (pre-logits) or ``num_features``."""
-    return int(getattr(model, "head_hidden_size", None) or model.num_features)
+    size = getattr(model, "head_hidden_size", None) or getattr(model, "num_features", None)
+    if size is None:
+        raise TypeError(f"{type(model).__name__} declares neither head_hidden_size nor num_features")
+    return int(size)
 
 
 @lru_cache(maxsize=64)

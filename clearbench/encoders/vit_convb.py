@@ -59,7 +59,7 @@ class ConvStem(nn.Module):
         dd = {"device": device, "dtype": dtype}
         layers: list[nn.Module] = []
         channels_in, channels_out = in_chans, embed_dim // 8
-        for _ in range(4):
+        for _stage in range(4):
             layers += [
                 nn.Conv2d(channels_in, channels_out, 3, stride=2, padding=1, bias=False, **dd),
                 nn.BatchNorm2d(channels_out, **dd),

@@ -71,9 +71,9 @@ def locate_weights(card: EncoderCard) -> WeightsLocation:
             return WeightsLocation(path, tuple(tried))
     if spec.hf_repo and spec.hf_file:
         tried.append(f"Hugging Face cache: {spec.hf_repo}/{spec.hf_file}")
-        path = _hf_cached(spec.hf_repo, spec.hf_file, spec.hf_revision)
-        if path is not None:
-            return WeightsLocation(path, tuple(tried))
+        cached = _hf_cached(spec.hf_repo, spec.hf_file, spec.hf_revision)
+        if cached is not None:
+            return WeightsLocation(cached, tuple(tried))
     return WeightsLocation(None, tuple(tried))
 
 

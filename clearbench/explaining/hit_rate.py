@@ -98,7 +98,7 @@ def hit_rate(attention: np.ndarray, near: np.ndarray) -> HitRate | None:
 def scan_hit_rate(
     scan_id: str,
     attention: np.ndarray,
-    window: Sequence[str],
+    window: Sequence[str] | np.ndarray,
     slice_idx: np.ndarray,
     key_slices: Iterable[int],
     k: int = DEFAULT_K,

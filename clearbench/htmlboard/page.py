@@ -15,7 +15,7 @@ _CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline
 
 
 def _static(name: str) -> str:
-    return files("clearbench.htmlboard").joinpath("static", name).read_text(encoding="utf-8")
+    return files("clearbench.htmlboard").joinpath("static").joinpath(name).read_text(encoding="utf-8")
 
 
 def embed_json(data: Any) -> str:

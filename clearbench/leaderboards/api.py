@@ -17,7 +17,7 @@ from clearbench.explaining.columns import with_hit_rates
 from clearbench.leaderboards import stats
 from clearbench.leaderboards.published import published_rows
 from clearbench.leaderboards.records import current_split_id, read_records
-from clearbench.leaderboards.table import AVERAGE, PUBLISHED, RANKED, build_table
+from clearbench.leaderboards.table import AVERAGE, PUBLISHED, RANKED, DType, build_table
 from clearbench.store.results import ResultsStore
 from clearbench.tasks.card import TaskCard
 from clearbench.tasks.registry import get_task, list_tasks
@@ -108,10 +108,10 @@ def leaderboard_overview(
             row[f"{task} rank"] = r["rank"] if r["group"] == RANKED else None
 
     def order(row: dict) -> tuple:
-        ranks = [row.get(f"{t} rank") for t in boards if row.get(f"{t} rank") is not None]
+        ranks = [rank for t in boards if (rank := row.get(f"{t} rank")) is not None]
         return (row["source"] != "reproduced", sum(ranks) / len(ranks) if ranks else float("inf"))
 
-    schema: dict[str, pl.DataType] = {"metric": pl.String, "encoder": pl.String, "source": pl.String, "card": pl.String}
+    schema: dict[str, DType] = {"metric": pl.String, "encoder": pl.String, "source": pl.String, "card": pl.String}
     for task in boards:
         schema.update({task: pl.Float64, f"{task} std": pl.Float64, f"{task} rank": pl.Int64})
     ordered = sorted(rows.values(), key=order)  # stable: published rows keep the paper's order

@@ -78,17 +78,17 @@ def chosen_runs(
         chosen.setdefault(r["encoder"], r)
     by_id = {r["run_id"]: r for r in rows}
     for run_id in run_ids:
-        r = by_id.get(run_id)
-        if r is None:
+        run = by_id.get(run_id)
+        if run is None:
             recent = ", ".join(x["run_id"] for x in complete[:5]) or "none"
             raise ClearbenchError(
                 f"--run {run_id}: no run of task {task} has that id in this store (newest finished: {recent})"
             )
-        if r["status"] != COMPLETE:
+        if run["status"] != COMPLETE:
             raise ClearbenchError(
-                f"--run {run_id}: that run of task {task} has status '{r['status']}', not complete; pick a finished one"
+                f"--run {run_id}: that run of task {task} has status '{run['status']}', not complete; pick a finished one"
             )
-        chosen[r["encoder"]] = r
+        chosen[run["encoder"]] = run
     picked = [chosen[e] for e in sorted(chosen)]
     return [r for r in picked if encoders is None or r["encoder"] in encoders]
 

@@ -12,7 +12,7 @@ import json
 import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import polars as pl
 from rich.markup import escape
@@ -49,7 +49,7 @@ def is_overview(df: pl.DataFrame) -> bool:
     return "task" not in df.columns
 
 
-def _num(x: Any) -> bool:
+def _num(x: Any) -> TypeGuard[float]:
     return x is not None and not (isinstance(x, float) and math.isnan(x))
 
 

@@ -61,7 +61,9 @@ from clearbench.leaderboards.records import RunRecord
 RANKED, APART, PUBLISHED = "ranked", "apart", "published"
 REPRODUCED = "reproduced"
 _HEAD = ["task", "metric", "encoder", "source", "group", "reason"]
-_TAIL_TYPES: dict[str, pl.DataType] = {
+# A column type as polars takes it: a class (pl.Float64) or an instance (pl.Datetime("us", "UTC")).
+DType = pl.DataType | type[pl.DataType]
+_TAIL_TYPES: dict[str, DType] = {
     "ci_low": pl.Float64,
     "ci_high": pl.Float64,
     "p_value": pl.Float64,
@@ -81,14 +83,14 @@ _TAIL_TYPES: dict[str, pl.DataType] = {
 }
 
 
-def schema(labels: Sequence[str]) -> dict[str, pl.DataType]:
+def schema(labels: Sequence[str]) -> dict[str, DType]:
     """The leaderboard's columns and types for a task with ``labels``."""
     clash = sorted(set(labels) & {*_HEAD, AVERAGE, *_TAIL_TYPES})
     if clash:
         raise ClearbenchError(
             f"task label(s) {', '.join(clash)} clash with leaderboard column names; rename them in the task card"
         )
-    out: dict[str, pl.DataType] = {c: pl.String for c in _HEAD}
+    out: dict[str, DType] = {c: pl.String for c in _HEAD}
     for name in [*labels, AVERAGE]:
         out[name] = pl.Float64
         out[f"{name} std"] = pl.Float64

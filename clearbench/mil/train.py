@@ -134,6 +134,9 @@ class Standardized(nn.Module):
     ``mean`` and ``std`` are buffers, so they are part of the state dict a fold's predictions come from.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, head: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
         super().__init__()
         self.head = head

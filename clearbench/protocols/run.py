@@ -196,7 +196,7 @@ def run_config(
         "training": {**card.to_dict()["training"], "max_epochs": epochs or card.training.max_epochs},
         "seed": seed,
         "data": json_digest([bags.scan_ids, bags.patient_ids, bags.targets.tolist(), bags.lengths.tolist()]),
-        "vectors": hashlib.sha256(np.ascontiguousarray(bags.features.cpu().numpy())).hexdigest(),
+        "vectors": hashlib.sha256(np.ascontiguousarray(bags.features.cpu().numpy()).tobytes()).hexdigest(),
         "folds": json_digest([[f.train.tolist(), f.val.tolist(), f.test.tolist()] for f in folds]),
         "split_id": split_id,
         "overrides": dict(overrides or {}),

@@ -254,13 +254,13 @@ def task_split(
                 if latest is None or latest["split_id"] != c["split_id"]:
                     tables.choose(card.name, proto, protocol.seed, fingerprint, c["split_id"], how)
                 return _from_rows(rows, how, _change(rows, labels, protocol))
-        latest = next((rows for c in choices if (rows := tables.rows(c["split_id"])) is not None), None)
-        if latest is not None:
-            change = _change(latest, labels, protocol)
+        newest = next((rows for c in choices if (rows := tables.rows(c["split_id"])) is not None), None)
+        if newest is not None:
+            change = _change(newest, labels, protocol)
             if not keep:
-                raise CohortChangedError(card.name, latest[0]["split_id"], change)
-            tables.choose(card.name, proto, protocol.seed, fingerprint, latest[0]["split_id"], "kept")
-            return _from_rows(latest, "kept", change)
+                raise CohortChangedError(card.name, newest[0]["split_id"], change)
+            tables.choose(card.name, proto, protocol.seed, fingerprint, newest[0]["split_id"], "kept")
+            return _from_rows(newest, "kept", change)
     folds = make_folds(protocol, labels.patient_ids, labels.y, labels.splits)
     split_id, rows = _rows_of(card, labels, protocol, fingerprint, folds)
     stored = tables.rows(split_id)

@@ -138,8 +138,8 @@ class CohortReader(DatasetReader):
         super().__init__(root, problems)
         self._label_names: tuple[str, ...] = ()
 
-    @property  # type: ignore[override]
-    def label_names(self) -> tuple[str, ...]:  # type: ignore[override]
+    @property
+    def label_names(self) -> tuple[str, ...]:  # type: ignore[override]  # read from labels.csv, not a class constant
         """The label columns of this cohort's ``labels.csv``, in file order."""
         self.records()
         return self._label_names
@@ -172,19 +172,19 @@ class CohortReader(DatasetReader):
                     scan_id=scan_id,
                 )
         for scan_id in sorted(sources):
-            row = rows.get(scan_id)
-            if row is None and table is not None:
+            found = rows.get(scan_id)
+            if found is None and table is not None:
                 self.problems.report(
                     sources[scan_id],
                     f"scan '{scan_id}' has no row in {LABELS_FILE}: its labels are unknown and its patient id is taken to be the scan id",
                     scan_id=scan_id,
                 )
-            labels = row.labels if row is not None else {name: None for name in self._label_names}
+            labels = found.labels if found is not None else {name: None for name in self._label_names}
             yield ScanRecord(
                 scan_id=scan_id,
-                patient_id=(row.patient_id if row is not None else None) or scan_id,
+                patient_id=(found.patient_id if found is not None else None) or scan_id,
                 source=sources[scan_id],
-                split=row.split if row is not None else None,
+                split=found.split if found is not None else None,
                 labels=dict(labels),
-                meta={"labels_line": row.line} if row is not None else {},
+                meta={"labels_line": found.line} if found is not None else {},
             )

@@ -430,8 +430,8 @@ class DeepLesionReader(DatasetReader):
         if raw is None or not kept:
             raise bad[0] if bad else InputError(record.source, "no readable slices")
         hu = raw_to_hu(raw[: len(kept)])
-        for exc in bad:
-            self._report(exc.path, f"{exc.reason}; slice skipped", scan_id=record.scan_id)
+        for skipped in bad:
+            self._report(skipped.path, f"{skipped.reason}; slice skipped", scan_id=record.scan_id)
         if size is not None and tuple(size) != hu.shape[1:] and tuple(size[::-1]) != hu.shape[1:]:
             self._report(
                 record.source,

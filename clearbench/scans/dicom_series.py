@@ -160,6 +160,7 @@ def _read(path: Path, *, with_pixels: bool) -> tuple[DicomHeader, Dataset] | Non
     """
     # Large elements (the pixel data) are read only when decoded, so headers of skipped files cost little.
     options: dict[str, Any] = {"defer_size": "64 KB"} if with_pixels else {"stop_before_pixels": True}
+    ds: Dataset | None
     try:
         ds = pydicom.dcmread(path, **options)
     except InvalidDicomError:

@@ -42,9 +42,12 @@ def nifti_scan_id(path: Path) -> str | None:
 def read_nifti_ct(path: Path, scan_id: str, patient_id: str, problems: ProblemLog) -> Scan:
     """Decode one NIfTI CT volume into a Scan in display orientation; raise InputError when unusable."""
     import nibabel as nib
+    from nibabel.spatialimages import SpatialImage
 
     try:
         img = nib.load(str(path))
+        if not isinstance(img, SpatialImage):
+            raise InputError(path, f"not an image volume but a {type(img).__name__}")
         if len(img.shape) == 4 and img.shape[3] == 1:
             img = img.slicer[..., 0]
         if len(img.shape) != 3:

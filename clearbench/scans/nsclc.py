@@ -200,7 +200,7 @@ class NSCLCReader(DatasetReader):
                     self.problems.report(
                         folder, f"patient {pid} has no row in {csv_path.name}; stage unknown", scan_id=pid
                     )
-            else:
+            elif csv_path is not None:  # always: the clinical rows come from that file
                 raw_stage = row.get(STAGE_COLUMN, "")
                 try:
                     stage = normalise_stage(raw_stage)

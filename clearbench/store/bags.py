@@ -90,11 +90,11 @@ def group_bags(table: pa.Table, window_names: list[str] | None = None, requested
     window_code = _codes(table["window"], names)
     slice_idx = table["slice_idx"].to_numpy()
 
-    keep_scans = np.ones(len(scan_order), dtype=bool)
+    keep_scans: np.ndarray = np.ones(len(scan_order), dtype=bool)
     if complete_windows and table.num_rows:
         seen = np.zeros((len(scan_order), len(names)), dtype=bool)
         seen[scan_code, window_code] = True
-        keep_scans = seen.all(axis=1)
+        keep_scans = np.asarray(seen.all(axis=1))  # asarray: numpy types all() along an axis as array or scalar
     incomplete = [s for s, keep in zip(scan_order, keep_scans, strict=True) if not keep]
 
     order = np.lexsort((slice_idx, window_code, scan_code))

@@ -246,7 +246,7 @@ class EmbeddingStore:
         with dbmod.storage_faults(self.path, table):
             cols = tbl.search().select(["scan_id", "window"]).to_arrow()
             versions = tbl.list_versions()
-            latest = versions[-1] if versions else {"version": tbl.version, "metadata": {}}
+            latest: dict[str, Any] = versions[-1] if versions else {"version": tbl.version, "metadata": {}}
             indices = [index.name for index in tbl.list_indices()]
         windows = cols.group_by("window").aggregate([("scan_id", "count")])
         provenance = schema_provenance(tbl.schema)
@@ -341,7 +341,7 @@ class EmbeddingStore:
                 f"table '{name}' in {self.path} is not an embedding table; choose another name with --table"
             )
         if overwrite and existing is not None:
-            self.db.drop_table(name, ignore_missing=True)
+            self.db.drop_table(name)  # just found, so it exists
         table = dbmod.open_or_create(self.db, name, embedding_schema(dim, provenance, windows))
         fix = f"embed into a new table with --table NAME, or replace '{name}' with --overwrite"
         stored_dim = schema_dim(table.schema)

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from lancedb.table import Table as LanceTable
 
 from clearbench.store import db as dbmod
 
@@ -174,14 +175,14 @@ class ResultsStore:
         self.db = db if db is not None else dbmod.connect(path)
         self.path = Path(self.db.uri)
 
-    def _table(self, name: str):
+    def _table(self, name: str) -> LanceTable:
         table = dbmod.open_or_create(self.db, name, _SCHEMAS[name])
         absent = [f for f in _SCHEMAS[name] if f.name not in table.schema.names]
         if absent:
             _add_null_columns(table, absent)
         return table
 
-    def _existing(self, name: str):
+    def _existing(self, name: str) -> LanceTable | None:
         return dbmod.open_table(self.db, name)
 
     def _read(self, name: str, where: str | None = None) -> pa.Table:
@@ -209,7 +210,7 @@ class ResultsStore:
 
     def start_run(self, row: dict[str, Any]) -> None:
         """Record a run as started (status ``running``); :meth:`finish_run` completes it."""
-        full = {f.name: None for f in RUNS_SCHEMA}
+        full: dict[str, Any] = {f.name: None for f in RUNS_SCHEMA}
         full.update(row, status="running", started_at=row.get("started_at") or now())
         self._add(RUNS, pa.Table.from_pylist([full], schema=RUNS_SCHEMA))
 

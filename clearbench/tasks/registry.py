@@ -19,7 +19,8 @@ A card that fails validation is reported with its file and field, and the others
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from importlib.metadata import entry_points
+from functools import partial
+from importlib.metadata import EntryPoint, entry_points
 from importlib.resources import files
 from os import PathLike
 from pathlib import Path
@@ -59,10 +60,14 @@ def _candidates() -> list[tuple[str, Callable[[], TaskCard]]]:
     found: list[tuple[str, Callable[[], TaskCard]]] = []
     for folder in (builtin_card_dir(), user_card_dir("tasks")):
         for path in _card_files(folder):
-            found.append((str(path), lambda p=path: load_card(p)))
+            found.append((str(path), partial(load_card, path)))
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found.append((f"entry point {ep.name}", lambda ep=ep: _from_entry_point(ep.name, ep.value, ep.load())))
+        found.append((f"entry point {ep.name}", partial(_entry_point_card, ep)))
     return found
+
+
+def _entry_point_card(ep: EntryPoint) -> TaskCard:
+    return _from_entry_point(ep.name, ep.value, ep.load())
 
 
 def task_cards(problems: ProblemLog | None = None) -> dict[str, TaskCard]:

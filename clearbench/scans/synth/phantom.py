@@ -218,6 +218,20 @@ class Tube:
 Shape = Ellipsoid | Tube
 
 
+def _section_inside(shape: Shape, z: float) -> Section:
+    """The section of ``shape`` at a height drawn inside its z range, where it is never empty."""
+    sec = shape.section(z)
+    if sec is None:
+        raise ValueError(f"z={z:.1f} mm is outside {shape}")
+    return sec
+
+
+def _resized(shape: Ellipsoid, size: Callable[[float], float]) -> Ellipsoid:
+    """``shape`` (centre and angle kept) with each radius mapped through ``size``."""
+    rx, ry, rz = shape.radii
+    return Ellipsoid(shape.center, (size(rx), size(ry), size(rz)), shape.angle)
+
+
 @dataclass(frozen=True, eq=False)
 class Field:
     """A smooth random texture: a sum of random 3-D cosines, unit variance, features of ``scale_mm``.
@@ -269,6 +283,20 @@ class Anatomy:
     disc_period_mm: float
     textures: dict[str, Field]
     regions: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def ellipsoid(self, name: str) -> Ellipsoid:
+        """The part ``name``, which the anatomy builds as an ellipsoid (a lung, the heart, an organ)."""
+        part = self.parts[name]
+        if not isinstance(part, Ellipsoid):
+            raise TypeError(f"part '{name}' is a {type(part).__name__}, not an Ellipsoid")
+        return part
+
+    def tube(self, name: str) -> Tube:
+        """The part ``name``, which the anatomy builds as a tube (an airway, a vessel, a bone of the pelvis)."""
+        part = self.parts[name]
+        if not isinstance(part, Tube):
+            raise TypeError(f"part '{name}' is a {type(part).__name__}, not a Tube")
+        return part
 
     def body_section(self, z: float) -> Section:
         """The outer body ellipse (skin surface) at ``z``."""
@@ -658,7 +686,8 @@ class Feature(Protocol):
     a lytic bone lesion).
     """
 
-    layer: str
+    @property
+    def layer(self) -> str: ...
 
     def paint(self, canvas: SliceCanvas) -> None: ...
 
@@ -748,7 +777,7 @@ def _lung_hu(c: SliceCanvas) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     def hu(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         base = HU["lung"] + 22.0 * an.textures["lung"](xs, ys, c.z)
         v = an.textures["vessel"](xs, ys, c.z)
-        carina = an.parts["trachea"].z0
+        carina = an.tube("trachea").z0
         hx = np.minimum(np.abs(np.abs(xs) - 45.0), 200.0)[None, :]
         d = np.sqrt(hx**2 + (ys[:, None] - 10.0) ** 2 + (c.z - carina + 20.0) ** 2)
         vessel = np.clip((v - 1.35) * 1.5, 0.0, 1.0) * np.exp(-d / 130.0).astype(np.float32)
@@ -1033,13 +1062,13 @@ def _propose(
         liver = p["liver"]
         lo, hi = liver.z_range
         z = float(rng.uniform(lo + 0.25 * (hi - lo), hi - 0.25 * (hi - lo)))
-        sec = liver.section(z)
+        sec = _section_inside(liver, z)
         return (*_in_section(rng, sec, 0.55), z), {"liver"}, 7
     if kind == "kidney":
         kid = p["kidney_right" if rng.random() < 0.5 else "kidney_left"]
         lo, hi = kid.z_range
         z = float(rng.uniform(lo + 0.3 * (hi - lo), hi - 0.3 * (hi - lo)))
-        sec = kid.section(z)
+        sec = _section_inside(kid, z)
         return (*_in_section(rng, sec, 0.8, 0.3), z), {"kidney"}, 3
     if kind == "bone":
         u = rng.random()
@@ -1047,17 +1076,16 @@ def _propose(
             z = float(rng.uniform(0.26 * L, 0.9 * L))
             x, y = float(rng.uniform(-5.0, 5.0)) * s, anatomy.spine_y(z) + float(rng.uniform(-4.0, 4.0)) * s
         elif u < 0.85:
-            bone = p["iliac_right" if rng.random() < 0.5 else "iliac_left"]
-            z = float(rng.uniform(bone.z0 + 0.3 * (bone.z1 - bone.z0), bone.z1 - 0.2 * (bone.z1 - bone.z0)))
-            sec = bone.section(z)
-            x, y = _in_section(rng, sec, 0.5)
+            iliac = anatomy.tube("iliac_right" if rng.random() < 0.5 else "iliac_left")
+            z = float(rng.uniform(iliac.z0 + 0.3 * (iliac.z1 - iliac.z0), iliac.z1 - 0.2 * (iliac.z1 - iliac.z0)))
+            x, y = _in_section(rng, _section_inside(iliac, z), 0.5)
         else:
-            bone = p["femoral_head_right" if rng.random() < 0.5 else "femoral_head_left"]
-            z = float(bone.center[2] + rng.uniform(-8.0, 8.0))
-            x, y = bone.center[0], bone.center[1]
+            head = anatomy.ellipsoid("femoral_head_right" if rng.random() < 0.5 else "femoral_head_left")
+            z = float(head.center[2] + rng.uniform(-8.0, 8.0))
+            x, y = head.center[0], head.center[1]
         return (x, y, z), {"bone"}, 0
     if kind == "mediastinum":
-        trachea = p["trachea"]
+        trachea = anatomy.tube("trachea")
         z = float(rng.uniform(trachea.z0 - 25.0, trachea.z0 + 40.0))
         ty = trachea.start[1]
         x = float(rng.uniform(-30.0, 30.0)) * s
@@ -1066,12 +1094,15 @@ def _propose(
     if kind == "abdomen":
         z = float(rng.uniform(0.28 * L, 0.45 * L))
         if rng.random() < 0.5:
-            aorta = p["aorta_descending"].section(z)
-            side = 1.0 if rng.random() < 0.5 else -1.0
-            x = aorta.cx + side * float(rng.uniform(22.0, 40.0)) * s
+            aorta = _section_inside(p["aorta_descending"], z)
+            sign = 1.0 if rng.random() < 0.5 else -1.0
+            x = aorta.cx + sign * float(rng.uniform(22.0, 40.0)) * s
             y = aorta.cy + float(rng.uniform(-25.0, 0.0)) * s
         else:
+            # The bowel region can end below 0.45 L in a short patient: no place at this z, draw again.
             sec = p["bowel_region"].section(z)
+            if sec is None:
+                return None
             x, y = _in_section(rng, sec, 0.6)
         return (x, y, z), {"visceral_fat"}, 4
     if kind == "soft_tissue":
@@ -1083,8 +1114,8 @@ def _propose(
         return (k_x * math.cos(t), k_y * math.sin(t), z), {"fat", "muscle", "skin"}, 2
     if kind == "pelvis":
         z = float(rng.uniform(0.04 * L, 0.16 * L))
-        side = 1.0 if rng.random() < 0.5 else -1.0
-        x = side * float(rng.uniform(35.0, 60.0)) * s
+        sign = 1.0 if rng.random() < 0.5 else -1.0
+        x = sign * float(rng.uniform(35.0, 60.0)) * s
         y = float(rng.uniform(-45.0, 10.0)) * s
         return (x, y, z), {"visceral_fat", "bowel", "bladder", "muscle"}, 3
     raise ValueError(f"unknown lesion type '{kind}': use one of {', '.join(LESION_TYPES.values())}")
@@ -1313,7 +1344,7 @@ def _emphysema(anatomy: Anatomy, rng: np.random.Generator) -> tuple[list[str], l
     parts: list[Feature] = []
     sides = ["right", "left"] if rng.random() < 0.7 else [("right", "left")[int(rng.integers(2))]]
     for side in sides:
-        lung = anatomy.parts[f"lung_{side}"]
+        lung = anatomy.ellipsoid(f"lung_{side}")
         z_lo = lo_lung + 0.4 * (hi_lung - lo_lung)
         env = Ellipsoid(
             (lung.center[0], lung.center[1], hi_lung), (lung.radii[0] * 1.1, lung.radii[1] * 1.1, hi_lung - z_lo)
@@ -1368,7 +1399,7 @@ def _fibrosis(anatomy: Anatomy, rng: np.random.Generator) -> tuple[list[str], li
     parts: list[Feature] = []
     sides = ["right", "left"] if rng.random() < 0.8 else [("right", "left")[int(rng.integers(2))]]
     for side in sides:
-        lung = anatomy.parts[f"lung_{side}"]
+        lung = anatomy.ellipsoid(f"lung_{side}")
         env = Ellipsoid(
             (lung.center[0], lung.center[1], lo_lung),
             (lung.radii[0] * 1.1, lung.radii[1] * 1.1, 0.65 * (hi_lung - lo_lung)),
@@ -1407,22 +1438,22 @@ def _calcification(anatomy: Anatomy, rng: np.random.Generator) -> tuple[list[str
                 parts.append(Blob(Ellipsoid(c, (r, r, r)), 1100.0, layer="top"))
                 labels.append(f"calcification*{lobe}")
         elif site == "hilum":
-            carina = anatomy.parts["trachea"].z0
+            trachea = anatomy.tube("trachea")
             for sign in (-1.0, 1.0):
-                c = (sign * 40.0 * s, anatomy.parts["trachea"].start[1] + 12.0, carina - float(rng.uniform(10, 25)))
+                c = (sign * 40.0 * s, trachea.start[1] + 12.0, trachea.z0 - float(rng.uniform(10, 25)))
                 parts.append(Blob(Ellipsoid(c, (9.0, 8.0, 9.0)), 1000.0, layer="top"))
             labels += ["calcification*hilum", "calcification*mediastinum"]
         elif site == "aorta":
-            aorta = anatomy.parts["aorta_descending"]
+            aorta = anatomy.tube("aorta_descending")
             z0 = float(rng.uniform(lo_lung, aorta.z1 - 40.0))
-            sec = aorta.section(z0 + 20.0)
+            sec = _section_inside(aorta, z0 + 20.0)
             for k in range(4):
                 t = float(rng.uniform(0, 2 * math.pi))
                 c = (sec.cx + sec.a * math.cos(t), sec.cy + sec.b * math.sin(t), z0 + 12.0 * k)
                 parts.append(Blob(Ellipsoid(c, (6.0, 6.0, 7.0)), 1000.0, layer="top"))
             labels += ["calcification*aorta", "atherosclerosis*aorta"]
         else:
-            heart = anatomy.parts["heart"]
+            heart = anatomy.ellipsoid("heart")
             cz = heart.center[2] + 0.4 * heart.radii[2]
             for k in range(3):
                 t = -2.2 + 0.6 * k
@@ -1469,9 +1500,9 @@ def _bronchiectasis(anatomy: Anatomy, rng: np.random.Generator) -> tuple[list[st
 def _cardiomegaly(anatomy: Anatomy, rng: np.random.Generator) -> tuple[list[str], list[Feature]]:
     labels: list[str] = []
     parts: list[Feature] = []
-    heart = anatomy.parts["heart"]
-    big = Ellipsoid(heart.center, tuple(r * 1.3 for r in heart.radii), heart.angle)  # type: ignore[arg-type]
-    inner = Ellipsoid(heart.center, tuple(r * 1.3 * 0.75 for r in heart.radii), heart.angle)  # type: ignore[arg-type]
+    heart = anatomy.ellipsoid("heart")
+    big = _resized(heart, lambda r: r * 1.3)
+    inner = _resized(heart, lambda r: r * 1.3 * 0.75)
     parts += [Blob(big, HU["myocardium"]), Blob(inner, HU["blood"])]
     labels.append("cardiomegaly*heart")
     return labels, parts
@@ -1480,9 +1511,9 @@ def _cardiomegaly(anatomy: Anatomy, rng: np.random.Generator) -> tuple[list[str]
 def _pericardial_effusion(anatomy: Anatomy, rng: np.random.Generator) -> tuple[list[str], list[Feature]]:
     labels: list[str] = []
     parts: list[Feature] = []
-    heart = anatomy.parts["heart"]
-    sac = Ellipsoid(heart.center, tuple(r + 12.0 for r in heart.radii), heart.angle)  # type: ignore[arg-type]
-    inner = Ellipsoid(heart.center, tuple(r * 0.72 for r in heart.radii), heart.angle)  # type: ignore[arg-type]
+    heart = anatomy.ellipsoid("heart")
+    sac = _resized(heart, lambda r: r + 12.0)
+    inner = _resized(heart, lambda r: r * 0.72)
     parts += [Blob(sac, HU["fluid"]), Blob(heart, HU["myocardium"]), Blob(inner, HU["blood"])]
     labels.append("pericardial_effusion*heart")
     return labels, parts
@@ -1492,7 +1523,7 @@ def _lymphadenopathy(anatomy: Anatomy, rng: np.random.Generator) -> tuple[list[s
     s = anatomy.scale
     labels: list[str] = []
     parts: list[Feature] = []
-    trachea = anatomy.parts["trachea"]
+    trachea = anatomy.tube("trachea")
     for _ in range(int(rng.integers(2, 4))):
         c = (
             float(rng.uniform(-30.0, 30.0)) * s,
