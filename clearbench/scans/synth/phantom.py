@@ -1338,11 +1338,16 @@ def _pick_lobes(rng: np.random.Generator, candidates: Sequence[str], n_max: int)
     return sorted(str(v) for v in rng.choice(list(candidates), size=min(n, len(candidates)), replace=False))
 
 
+def _sides(rng: np.random.Generator, p_both: float) -> list[str]:
+    """Both lungs with probability ``p_both``, else one of them at random."""
+    return ["right", "left"] if rng.random() < p_both else [("right", "left")[int(rng.integers(2))]]
+
+
 def _emphysema(anatomy: Anatomy, rng: np.random.Generator) -> tuple[list[str], list[Feature]]:
     lo_lung, hi_lung = anatomy.regions["lungs"]
     labels: list[str] = []
     parts: list[Feature] = []
-    sides = ["right", "left"] if rng.random() < 0.7 else [("right", "left")[int(rng.integers(2))]]
+    sides = _sides(rng, 0.7)
     for side in sides:
         lung = anatomy.ellipsoid(f"lung_{side}")
         z_lo = lo_lung + 0.4 * (hi_lung - lo_lung)
@@ -1363,7 +1368,7 @@ def _pleural_effusion(anatomy: Anatomy, rng: np.random.Generator) -> tuple[list[
     s = anatomy.scale
     labels: list[str] = []
     parts: list[Feature] = []
-    sides = ["right", "left"] if rng.random() < 0.4 else [("right", "left")[int(rng.integers(2))]]
+    sides = _sides(rng, 0.4)
     for side in sides:
         parts.append(Effusion(side, float(rng.uniform(45.0, 80.0)) * s, float(rng.uniform(90.0, 140.0))))
         labels.append(f"pleural_effusion*{side}")
@@ -1397,7 +1402,7 @@ def _fibrosis(anatomy: Anatomy, rng: np.random.Generator) -> tuple[list[str], li
     lo_lung, hi_lung = anatomy.regions["lungs"]
     labels: list[str] = []
     parts: list[Feature] = []
-    sides = ["right", "left"] if rng.random() < 0.8 else [("right", "left")[int(rng.integers(2))]]
+    sides = _sides(rng, 0.8)
     for side in sides:
         lung = anatomy.ellipsoid(f"lung_{side}")
         env = Ellipsoid(
