@@ -189,7 +189,7 @@ class ResumableSampler(DistributedSampler):
         self.set_epoch(epoch)
         self.skip_batches = skip_batches
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         indices = list(super().__iter__())[self.skip_batches * self.batch_size :]
         return iter([(self.epoch, i) for i in indices])
 
