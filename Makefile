@@ -1,8 +1,8 @@
 # Two entry points, both safe on a fresh machine: they create .venv when missing and install the project.
 #   make demo   clearbench demo: pretrain, embed, evaluate and compare four encoders on a synthetic cohort
 #               (core install; DEMO_ARGS=--quick for the short version)
-#   make test   ruff (lint, then format check), then the test suite (core install plus the dev, merlin and sam2
-#               extras; the example plugin goes into .venv/test-plugins, a folder only the tests put on the
+#   make test   ruff (lint, then format check) and mypy, then the test suite (core install plus the dev, merlin and
+#               sam2 extras; the example plugin goes into .venv/test-plugins, a folder only the tests put on the
 #               path, so a user's listings never show it);
 #               installs Debian's chromium for the browser test when it is absent and the user is root
 PYTHON ?= python3
@@ -47,10 +47,12 @@ demo: $(CORE)
 board-example: $(CORE)
 	CLEARBENCH_HOME=$(abspath $(EXAMPLE_DIR))/home PATH=$(abspath $(VENV))/bin:$$PATH sh scripts/board_example.sh $(abspath $(EXAMPLE_DIR)) leaderboards/example
 
-# ruff reads pyproject.toml; its default excludes (.venv, build, dist, ...) and .gitignore keep it on our sources.
+# ruff and mypy read pyproject.toml; ruff's default excludes (.venv, build, dist, ...) and .gitignore keep it on
+# our sources; mypy checks the package (clearbench/) with the strictness stated there.
 test: $(TEST) $(PLUGIN)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy clearbench
 	sh scripts/ensure_chromium.sh
 	$(PY) -m pytest -n 2 --durations=15
 
