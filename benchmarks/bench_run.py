@@ -109,7 +109,10 @@ def paper_fold(files, labels, fold, dim, n_labels, epochs, device, seed):
     seed_everything(seed)
     model = ABMIL(dim, n_labels).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    sub = lambda idx: PerFileBags([files[i] for i in idx], labels[idx])  # noqa: E731
+
+    def sub(idx):
+        return PerFileBags([files[i] for i in idx], labels[idx])
+
     train_dl = DataLoader(sub(fold.train), batch_size=128, shuffle=True, num_workers=0)
     val_dl = DataLoader(sub(fold.val), batch_size=128, shuffle=False, num_workers=0)
     test_dl = DataLoader(sub(fold.test), batch_size=1, shuffle=False, num_workers=0)

@@ -261,7 +261,9 @@ def test_full_size_models_match_the_published_parameter_counts():
     """The full architectures, as counted from the published code (heads removed); see each family module."""
     from clearbench.encoders.mambaout import VARIANTS
 
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    def count(m: torch.nn.Module) -> int:
+        return sum(p.numel() for p in m.parameters())
+
     assert count(build_mambaout(*VARIANTS["femto"])) == 5_816_304
     assert count(build_mambaout(*VARIANTS["base"])) == 79_371_580
     assert count(build_vit_convb()) == 82_199_904

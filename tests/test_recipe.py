@@ -14,7 +14,7 @@ import clearbench.mil.train as train_mod
 from clearbench.mil.data import BagSet, make_batch
 from clearbench.mil.heads import build_head
 from clearbench.mil.train import Standardized, TrainConfig, feature_stats, predict, seed_everything
-from clearbench.protocols.cv import run_fold
+from clearbench.protocols.cv import FoldResult, run_fold
 from clearbench.protocols.splits import make_folds
 from clearbench.tasks.card import PAPER_TRAINING, HeadSpec
 from clearbench.tasks.registry import get_task
@@ -123,7 +123,10 @@ def test_the_default_recipe_learns_as_well_as_logistic_regression_on_pooled_feat
     reference = _pooled_logistic_auc(bags, fold)
     default = run_fold(bags, fold, spec, card.train_config(), ["label"], seed=0)
     paper = run_fold(bags, fold, spec, card.with_training(**PAPER_TRAINING).train_config(), ["label"], seed=0)
-    auc = lambda r: roc_auc_score(r.test.y_true[:, 0], r.test.prob[:, 0])  # noqa: E731
+
+    def auc(r: FoldResult) -> float:
+        return float(roc_auc_score(r.test.y_true[:, 0], r.test.prob[:, 0]))
+
     assert reference >= 0.7
     assert auc(default) >= reference - 0.05
     assert auc(paper) < auc(default) - 0.1

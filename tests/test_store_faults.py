@@ -275,12 +275,12 @@ def test_lancedb_errors_are_recognised_as_this_release_raises_them(tmp_path: Pat
     table.add_columns({"y": "x * 2"})
     try:
         db.create_table("t", schema=pa.schema([("x", pa.int64())]), exist_ok=True)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - as above
         faults["other schema"] = classify(exc)
     shutil.rmtree(tmp_path / "store" / "t.lance")
     try:
         table.count_rows()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - as above
         faults["folder gone"] = classify(exc)
     assert faults == {"open absent": "not-found", "other schema": "schema-mismatch", "folder gone": "table-gone"}
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import typer
 from rich import box
 from rich.markup import escape
 from rich.table import Table
 
 from clearbench.cli.common import console, print_json_line, say
+
+# --weights as the check takes it: random-initialised, or the card's own weights.
+_WEIGHT_MODES: dict[str, Literal["random", "given"]] = {"random": "random", "given": "given"}
 
 
 def check(
@@ -31,9 +36,10 @@ def check(
     """
     from clearbench.encoders.conformance import check_encoder
 
-    if weights not in ("random", "given"):
+    mode = _WEIGHT_MODES.get(weights)
+    if mode is None:
         raise typer.BadParameter(f"{weights!r}: use random or given", param_hint="--weights")
-    report = check_encoder(name, weights, device, trust_checkpoint)  # type: ignore[arg-type]
+    report = check_encoder(name, mode, device, trust_checkpoint)
     if json_out:
         print_json_line(report.to_dict())
     else:

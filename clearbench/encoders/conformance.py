@@ -287,7 +287,7 @@ def behaviour_checks(encoder: Encoder, relative: float = RELATIVE_TOLERANCE) -> 
                 "repeatable", diff <= tolerance, f"max |first - second| = {diff:.3g} (tolerance {tolerance:.3g})"
             )
         )
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - whatever the encoder raises is the finding
         checks.append(CheckResult("batch = items", False, f"{type(exc).__name__}: {_one_line(exc)}"))
     untouched = probe.untouched()
     checks.append(

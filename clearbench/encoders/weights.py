@@ -298,7 +298,7 @@ class _NamingUnpickler(pickle.Unpickler):
 # torch.load takes a pickle *module*; this one is pickle with the unpickler above.
 _NAMING_PICKLE = types.ModuleType("clearbench_pickle")
 _NAMING_PICKLE.__dict__.update({k: v for k, v in vars(pickle).items() if not k.startswith("__")})
-_NAMING_PICKLE.Unpickler = _NamingUnpickler  # type: ignore[attr-defined]
+_NAMING_PICKLE.__dict__["Unpickler"] = _NamingUnpickler
 
 
 def _first_pickled_global(fh: BinaryIO) -> str | None:

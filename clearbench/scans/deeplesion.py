@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image
 
 from clearbench.errors import InputError
+from clearbench.problems import Severity
 from clearbench.scans.base import DatasetReader, ScanRecord
 from clearbench.scans.scan import LESION_TYPES, Lesion, Scan
 
@@ -194,7 +195,7 @@ def lesion_from_row(row: DLRow, index_of_number: dict[int, int]) -> Lesion | Non
     idx = index_of_number.get(row.key_slice_index)
     if idx is None or row.bounding_box is None:
         return None
-    box = tuple(v - 1.0 for v in row.bounding_box)
+    x1, y1, x2, y2 = (v - 1.0 for v in row.bounding_box)
     meta: dict[str, Any] = {
         "file_name": row.file_name,
         "key_slice_number": row.key_slice_index,
@@ -206,7 +207,7 @@ def lesion_from_row(row: DLRow, index_of_number: dict[int, int]) -> Lesion | Non
         "slice_range": row.slice_range,
         "dicom_window": row.dicom_window,
     }
-    return Lesion(slice_idx=idx, box=box, type=row.type_name, meta=meta)  # type: ignore[arg-type]
+    return Lesion(slice_idx=idx, box=(x1, y1, x2, y2), type=row.type_name, meta=meta)
 
 
 def read_dl_info(path: Path, report: Any) -> list[DLRow]:
@@ -298,8 +299,8 @@ class DeepLesionReader(DatasetReader):
     summary = "NIH DeepLesion: Images_png/ series folders (uint16 PNG) plus DL_info.csv"
     label_names = tuple(LESION_TYPES.values())
 
-    def _report(self, path: str | Path, reason: str, scan_id: str | None = None, severity: str = "error") -> None:
-        self.problems.report(path, reason, scan_id=scan_id, severity=severity)  # type: ignore[arg-type]
+    def _report(self, path: str | Path, reason: str, scan_id: str | None = None, severity: Severity = "error") -> None:
+        self.problems.report(path, reason, scan_id=scan_id, severity=severity)
 
     def _index(self) -> Iterable[ScanRecord]:
         csv_path = self.root / "DL_info.csv"

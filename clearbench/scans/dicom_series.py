@@ -121,6 +121,13 @@ def _floats(ds: Dataset, keyword: str, n: int) -> tuple[float, ...] | None:
     return out if len(out) == n else None
 
 
+def _position_along_normal(header: DicomHeader) -> float:
+    """Where the slice lies along its normal (mm); :func:`_select` keeps only slices that have both."""
+    if header.normal is None or header.position is None:
+        raise InputError(header.path, "no ImageOrientationPatient/ImagePositionPatient: the slice cannot be placed")
+    return float(np.dot(header.normal, header.position))
+
+
 def _header_from(ds: Dataset, path: Path, pixels_read: bool) -> DicomHeader:
     image_type = ds.get("ImageType")
     if isinstance(image_type, str):
@@ -131,6 +138,7 @@ def _header_from(ds: Dataset, path: Path, pixels_read: bool) -> DicomHeader:
     except (TypeError, ValueError):
         thickness_mm = None
     position = _floats(ds, "ImagePositionPatient", 3)
+    spacing = _floats(ds, "PixelSpacing", 2)
     return DicomHeader(
         path=path,
         modality=_str(ds, "Modality").upper(),
@@ -141,11 +149,11 @@ def _header_from(ds: Dataset, path: Path, pixels_read: bool) -> DicomHeader:
         series_description=_str(ds, "SeriesDescription"),
         image_type=tuple(str(t).strip().upper() for t in (image_type or ())),
         orientation=_floats(ds, "ImageOrientationPatient", 6),
-        position=position,  # type: ignore[arg-type]
+        position=None if position is None else (position[0], position[1], position[2]),
         instance_number=_int(ds, "InstanceNumber"),
         rows=_int(ds, "Rows") or 0,
         columns=_int(ds, "Columns") or 0,
-        pixel_spacing=_floats(ds, "PixelSpacing", 2),  # type: ignore[arg-type]
+        pixel_spacing=None if spacing is None else (spacing[0], spacing[1]),
         slice_thickness=thickness_mm,
         n_frames=_int(ds, "NumberOfFrames") or 1,
         has_pixels=("PixelData" in ds) if pixels_read else None,
@@ -317,7 +325,7 @@ def _select(
             f"{len(by_series)} CT series in one folder: {listing}; put each series in its own folder",
         )
 
-    slices = [_Slice(h, ds, float(np.dot(h.normal, h.position))) for h, ds in candidates]  # type: ignore[arg-type]
+    slices = [_Slice(h, ds, _position_along_normal(h)) for h, ds in candidates]
     slices = _majority(slices, lambda s: _orientation_key(s.header), "ImageOrientationPatient", problems, scan_id)
     slices = _majority(slices, lambda s: (s.header.rows, s.header.columns), "image size", problems, scan_id)
     slices = _majority(slices, lambda s: s.header.pixel_spacing, "PixelSpacing", problems, scan_id)

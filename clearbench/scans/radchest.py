@@ -37,6 +37,7 @@ import numpy as np
 import polars as pl
 
 from clearbench.errors import InputError
+from clearbench.problems import Severity
 from clearbench.scans.base import DatasetReader, ScanRecord
 from clearbench.scans.hu import to_int16_hu
 from clearbench.scans.scan import Scan
@@ -129,8 +130,8 @@ class RadChestReader(DatasetReader):
     summary = "RAD-ChestCT: {NoteAcc_DEID}.npz volumes (key ct) plus img*_Abnormality_and_Location_Labels.csv"
     label_names = ABNORMALITIES
 
-    def _report(self, path: str | Path, reason: str, scan_id: str | None = None, severity: str = "error") -> None:
-        self.problems.report(path, reason, scan_id=scan_id, severity=severity)  # type: ignore[arg-type]
+    def _report(self, path: str | Path, reason: str, scan_id: str | None = None, severity: Severity = "error") -> None:
+        self.problems.report(path, reason, scan_id=scan_id, severity=severity)
 
     def _labels(self) -> dict[str, tuple[dict[str, float | None], Path]]:
         csvs = _find(self.root, LABEL_CSV_GLOBS)
@@ -308,12 +309,12 @@ class RadChestReader(DatasetReader):
                 raise InputError(path, f"{what} NaN or infinite; the volume is unusable")
             ct = to_int16_hu(ct, path, self.problems, record.scan_id)
         hu = np.ascontiguousarray(ct[::-1])  # superior->inferior on disk; the Scan's z increases
-        s = record.meta.get("spacing", (NOMINAL_SPACING_MM,) * 3)
+        dz, dy, dx = (float(v) for v in record.meta.get("spacing", (NOMINAL_SPACING_MM,) * 3))
         return Scan(
             scan_id=record.scan_id,
             patient_id=record.patient_id,
             hu=hu,
-            spacing=tuple(float(v) for v in s),  # type: ignore[arg-type]
+            spacing=(dz, dy, dx),
             split=record.split,
             meta={k: v for k, v in record.meta.items() if k != "dtype"},
         )

@@ -78,7 +78,8 @@ class Scan:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(int(s) for s in self.hu.shape)  # type: ignore[return-value]
+        z, y, x = self.hu.shape
+        return int(z), int(y), int(x)
 
     @property
     def key_slices(self) -> list[int]:

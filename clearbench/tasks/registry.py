@@ -45,7 +45,7 @@ def _card_files(folder: Path) -> list[Path]:
 
 def _from_entry_point(name: str, value: str, loaded: Any) -> TaskCard:
     source = f"entry point {ENTRY_POINT_GROUP}:{name} ({value})"
-    obj = loaded() if isinstance(loaded, Callable) and not isinstance(loaded, type) else loaded  # type: ignore[arg-type]
+    obj = loaded() if callable(loaded) and not isinstance(loaded, type) else loaded
     if isinstance(obj, TaskCard):
         return obj
     if isinstance(obj, Mapping):
