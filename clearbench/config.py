@@ -15,10 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from clearbench.errors import ClearbenchError, InputError
-from clearbench.settings_errors import validate_settings
+from clearbench.settings import Settings, validate_settings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -47,18 +45,14 @@ def read_toml(path: Path, what: str = "file") -> dict[str, Any]:
         raise InputError(path, f"not valid TOML ({exc}); fix or remove the {what}") from None
 
 
-class DatasetConfig(BaseModel):
+class DatasetConfig(Settings):
     """``[datasets.NAME]``: where one dataset lives on this machine."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     root: str | None = None  # the folder --root would name; ~ is expanded
 
 
-class ClearbenchConfig(BaseModel):
+class ClearbenchConfig(Settings):
     """``CLEARBENCH_HOME/config.toml``. ``[datasets] NAME = "DIR"`` is the short form of a ``root``."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     datasets: dict[str, DatasetConfig | str] = {}
 

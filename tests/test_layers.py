@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "clearbench"
 # a LOWER layer, never a part of its own layer or of one above.
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "version", "progress"),
-    ("problems", "settings_errors", "runtime", "atomic"),
+    ("problems", "settings", "runtime", "atomic"),
     ("config",),
     ("scans",),
     ("store", "mil", "encoders"),

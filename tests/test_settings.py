@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from clearbench.config import config_path, dataset_roots
 from clearbench.errors import InputError
-from clearbench.settings_errors import describe_validation_error, validate_settings
+from clearbench.settings import describe_validation_error, validate_settings
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -18,9 +18,7 @@ import os
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -30,7 +28,7 @@ from pydantic import (
 
 from clearbench.errors import ClearbenchError
 from clearbench.scans.windows import get_window
-from clearbench.settings_errors import describe_validation_error
+from clearbench.settings import Settings, describe_validation_error
 
 SOURCE = "pretraining settings"
 
@@ -72,14 +70,12 @@ Names = Annotated[tuple[str, ...], BeforeValidator(_as_tuple)]
 Folder = Annotated[str | None, BeforeValidator(_as_text)]
 
 
-class PretrainConfig(BaseModel):
+class PretrainConfig(Settings):
     """One pretraining run. ``batch_size`` is global (all ranks together), as in MoCo v3.
 
     ``PretrainConfig("mambaout", epochs=2)``: the architecture may be given first, by position. A
     :class:`ClearbenchError` names a bad setting; the ``--`` option names in messages are the CLI's.
     """
-
-    model_config = ConfigDict(extra="forbid", strict=True)
 
     arch: str = Field(
         description="Backbone: mambaout, vmamba, vit-convb, or any encoder family that declares pretraining "

@@ -1,9 +1,12 @@
-"""One line for a configuration that does not validate.
+"""Settings as strict typed models, and one line for a configuration that does not validate.
 
-Every settings file (``config.toml``, encoder and task cards, the pretraining config) is read into a strict
-pydantic model. Pydantic reports a list of errors with its own wording and with union members and tags in
-the location; a user needs one line that names the file, the key path as written in the TOML
-(``datasets.deeplesion.roots``) and what was expected (a type, one of some values, or the allowed keys).
+Every settings file (``config.toml``, encoder cards and their ``[params]``, task cards, the pretraining
+config) is read into a :class:`Settings` model: unknown keys are refused and values are never coerced from
+another type, so a typo is an error and not a default silently kept.
+
+Pydantic reports a list of errors with its own wording and with union members and tags in the location; a
+user needs one line that names the file, the key path as written in the TOML (``datasets.deeplesion.roots``)
+and what was expected (a type, one of some values, or the allowed keys).
 :func:`validate_settings` reads data into a model and raises that line as an :class:`InputError`;
 :func:`describe_validation_error` gives the same text without a file, for callers that add it later.
 """
@@ -15,11 +18,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from clearbench.errors import InputError
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class Settings(BaseModel):
+    """The base of every settings model: unknown keys refused, no type coercion (an integer is still a number),
+    immutable once read."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
 
 Loc = Sequence[str | int]
 
