@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from clearbench.errors import ClearbenchError, InputError
 from clearbench.settings import Settings, validate_settings
 
@@ -54,7 +56,7 @@ class DatasetConfig(Settings):
 class ClearbenchConfig(Settings):
     """``CLEARBENCH_HOME/config.toml``. ``[datasets] NAME = "DIR"`` is the short form of a ``root``."""
 
-    datasets: dict[str, DatasetConfig | str] = {}
+    datasets: dict[str, DatasetConfig | str] = Field(default_factory=dict)
 
 
 def load_config() -> ClearbenchConfig:

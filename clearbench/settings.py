@@ -47,6 +47,8 @@ _EXPECTED = {
     "model_type": "a table",
     "model_attributes_type": "a table",
 }
+# A tagged union's errors when the tag itself is missing or names no member.
+_TAG_ERRORS = ("union_tag_invalid", "union_tag_not_found")
 _BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
 
 
@@ -71,7 +73,10 @@ def describe_validation_error(
     """
     by_loc: dict[tuple[str | int, ...], list[dict[str, Any]]] = {}
     for error in exc.errors(include_url=False):
-        by_loc.setdefault(tuple(_display_path(model, error["loc"])), []).append(dict(error))
+        loc = _display_path(model, error["loc"])
+        if error["type"] in _TAG_ERRORS:  # a table whose tag key (``kind``, ``head``) is wrong: name that key
+            loc.append(error["ctx"]["discriminator"].strip("'"))
+        by_loc.setdefault(tuple(loc), []).append(dict(error))
     # A union member that got further (a table whose key is wrong) says more than one refused at the top.
     by_path = {
         ".".join(str(p) for p in (*prefix, *loc)): errors
@@ -91,8 +96,12 @@ def _reason(model: type[BaseModel], errors: list[dict[str, Any]]) -> str:
         allowed = _model_at(model, errors[0]["loc"][:-1])
         known = ", ".join(sorted(allowed.model_fields)) if allowed is not None else ""
         return "unknown key" + (f"; allowed keys are {known}" if known else "")
-    if "missing" in kinds:
+    if kinds & {"missing", "union_tag_not_found"}:
         return "missing"
+    if "union_tag_invalid" in kinds:
+        ctx = errors[0]["ctx"]
+        tags = ctx["expected_tags"].replace("'", "")
+        return f"expected one of {tags}, got {ctx['tag']!r}"
     custom = [e for e in errors if e["type"] == "value_error"]
     if custom:
         return str(custom[0]["ctx"]["error"])

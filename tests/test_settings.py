@@ -101,3 +101,102 @@ def test_the_cli_prints_a_config_toml_typo_in_one_line() -> None:
     path = _write_config('[datasets.deeplesion]\nroots = "/data"\n')
     message = _one_line_error(_cli("scans", "--dataset", "deeplesion"))
     assert str(path) in message and "field 'datasets.deeplesion.roots': unknown key; allowed keys are root" in message
+
+
+TASK_CARD = """
+dataset = "nifti"
+type = "binary"
+labels = ["malignant"]
+windows = ["lung"]
+[protocol]
+kind = "nested-kfold"
+"""
+
+
+@pytest.mark.parametrize(
+    "extra, key, expected",
+    [
+        (
+            "[training]\nlearning_rate = 1e-3\n",
+            "training.learning_rate",
+            "unknown key; allowed keys are batch_size, lr, max_epochs, min_steps, patience, standardize, weight_decay",
+        ),
+        (
+            "[heads.slice]\nhiden = 64\n",
+            "heads.slice.hiden",
+            "unknown key; allowed keys are attention_dim, dropout, gated, head, hidden",
+        ),
+        (
+            '[heads.volume]\nhead = "mlp"\ngated = true\n',
+            "heads.volume.gated",
+            "unknown key; allowed keys are dropout, head, hidden",
+        ),
+        ("[heads.slice]\ndropout = 1.5\n", "heads.slice.dropout", "expected a value < 1.0, got 1.5"),
+        ("[training]\nbatch_size = 0\n", "training.batch_size", "expected a value >= 1, got 0"),
+        ('[training]\nstandardize = "no"\n', "training.standardize", "expected true or false, got 'no'"),
+    ],
+)
+def test_a_task_card_typo_is_refused_naming_the_key(tmp_path: Path, extra: str, key: str, expected: str) -> None:
+    from clearbench.tasks.card import load_card
+
+    path = tmp_path / "cohort.toml"
+    path.write_text(TASK_CARD + extra)
+    with pytest.raises(InputError) as err:
+        load_card(path)
+    assert str(err.value) == f"{path}: field '{key}': {expected}"
+
+
+def test_a_protocol_or_head_of_an_unknown_kind_names_the_tag_key(tmp_path: Path) -> None:
+    from clearbench.tasks.card import load_card
+
+    path = tmp_path / "cohort.toml"
+    path.write_text(TASK_CARD.replace('kind = "nested-kfold"', 'kind = "nested-cv"'))
+    with pytest.raises(InputError) as err:
+        load_card(path)
+    assert (
+        str(err.value) == f"{path}: field 'protocol.kind': expected one of holdout+kfold, nested-kfold, got 'nested-cv'"
+    )
+    path.write_text(TASK_CARD.replace('kind = "nested-kfold"', "folds = 3"))
+    with pytest.raises(InputError) as err:
+        load_card(path)
+    assert str(err.value) == f"{path}: field 'protocol.kind': missing"
+
+
+def test_a_head_table_without_a_head_takes_the_kinds_default_and_its_parameters(tmp_path: Path) -> None:
+    from clearbench.tasks.card import HEAD_PARAMS, load_card
+
+    path = tmp_path / "cohort.toml"
+    path.write_text(TASK_CARD + "[heads.slice]\nhidden = 64\n[heads.volume]\ndropout = 0\n")
+    card = load_card(path)
+    assert card.head_for("slice").head == "abmil" and card.head_for("slice").params == dict(
+        HEAD_PARAMS["abmil"], hidden=64
+    )
+    assert card.head_for("volume").params == {"hidden": 256, "dropout": 0.0}
+    assert isinstance(card.head_for("volume").params["dropout"], float)  # the run hash sees 0.0, as before
+
+
+def test_training_overrides_are_validated_like_the_card(tmp_path: Path) -> None:
+    from clearbench.tasks.card import load_card
+
+    path = tmp_path / "cohort.toml"
+    path.write_text(TASK_CARD)
+    card = load_card(path)
+    assert card.with_training(lr=1e-3, batch_size=None).training.lr == 1e-3
+    with pytest.raises(InputError, match=r"^training settings: field 'lr': expected a value > 0.0, got 0$"):
+        card.with_training(lr=0)
+    with pytest.raises(InputError, match=r"^training settings: field 'epochs': unknown key; allowed keys are "):
+        card.with_training(epochs=3)
+
+
+def test_the_cli_prints_a_task_card_typo_in_one_line(tmp_path: Path) -> None:
+    from clearbench.config import user_card_dir
+
+    folder = user_card_dir("tasks")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "cohort.toml"
+    path.write_text(TASK_CARD + "[training]\nlearning_rate = 1e-3\n")
+    message = _one_line_error(_cli("run", "cohort", "--encoder", "hu-hist", "--root", str(tmp_path)))
+    assert message == (
+        f"error: {path}: field 'training.learning_rate': unknown key; allowed keys are batch_size, lr, max_epochs, "
+        "min_steps, patience, standardize, weight_decay"
+    )

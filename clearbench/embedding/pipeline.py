@@ -41,13 +41,6 @@ from clearbench.store.embeddings import (
 )
 from clearbench.store.schema import VOLUME_SLICE_IDX, VOLUME_WINDOW, schema_provenance
 
-# The windows each dataset's tasks use (the built-in task cards in tasks/): task 1 reads DeepLesion in both, tasks 2 and 3 lung only.
-DEFAULT_WINDOWS: dict[str, tuple[str, ...]] = {
-    "deeplesion": ("abdomen", "lung"),
-    "radchest": ("lung",),
-    "nsclc": ("lung",),
-}
-
 
 @dataclass
 class EmbedSummary:
@@ -87,8 +80,10 @@ class EmbedSummary:
         return out
 
 
-def resolve_windows(dataset: str, windows: Sequence[str | Window] | str | None, encoder: Encoder) -> list[Window]:
-    """The windows to embed: those asked for, else the dataset's usual ones; none for a volume encoder."""
+def resolve_windows(
+    reader: DatasetReader, windows: Sequence[str | Window] | str | None, encoder: Encoder
+) -> list[Window]:
+    """The windows to embed: those asked for, else the reader's ``default_windows``; none for a volume encoder."""
     if isinstance(windows, str):
         windows = [w for w in windows.split(",") if w.strip()]
     if encoder.kind == "volume":
@@ -98,12 +93,12 @@ def resolve_windows(dataset: str, windows: Sequence[str | Window] | str | None, 
             )
         return []
     if not windows:
-        if dataset not in DEFAULT_WINDOWS:
+        if not reader.default_windows:
             raise ClearbenchError(
-                f"dataset '{dataset}' has no default windows; choose them with --windows, e.g. --windows lung "
+                f"dataset '{reader.name}' has no default windows; choose them with --windows, e.g. --windows lung "
                 "or --windows abdomen,lung (custom: name:lo:hi)"
             )
-        windows = DEFAULT_WINDOWS[dataset]
+        windows = reader.default_windows
     resolved = [get_window(w.strip() if isinstance(w, str) else w) for w in windows]
     names = [w.name for w in resolved]
     if len(set(names)) != len(names):
@@ -265,7 +260,7 @@ def embed(
         problems.strict = strict or problems.strict
         encoder = _encoder_on(encoder, dev, trust_checkpoint)
         reader = _reader(dataset, root, problems)
-        chosen = resolve_windows(reader.name, windows, encoder)
+        chosen = resolve_windows(reader, windows, encoder)
         records = _records(reader, limit)
         store = store if isinstance(store, EmbeddingStore) else EmbeddingStore(store)
         name = table or store.table_name(reader.name, encoder.name)

@@ -11,8 +11,8 @@ from clearbench.config import store_path
 from clearbench.errors import ClearbenchError
 from clearbench.htmlboard.data import PlotLink, board_data, task_entry
 from clearbench.htmlboard.page import render_page
+from clearbench.tasks.spec import METRICS
 
-METRICS = ("auc", "auprc", "f1")
 PAGE = "index.html"
 
 

@@ -16,6 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from clearbench.mil.head_params import ABMILParams, MLPParams
+
+# The defaults of each head's keyword arguments, from its parameter model (one place for both).
+_ABMIL = ABMILParams()
+_MLP = MLPParams()
+
 
 def unpack(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Packed rows ``(n_valid, d)`` laid out as ``(B, K, d)`` by ``mask`` (zeros on padding)."""
@@ -76,10 +82,10 @@ class ABMIL(nn.Module):
         self,
         in_dim: int,
         n_out: int,
-        hidden: int = 256,
-        attention_dim: int = 256,
-        dropout: float = 0.5,
-        gated: bool = False,
+        hidden: int = _ABMIL.hidden,
+        attention_dim: int = _ABMIL.attention_dim,
+        dropout: float = _ABMIL.dropout,
+        gated: bool = _ABMIL.gated,
     ) -> None:
         super().__init__()
         self.encoder = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU())
@@ -101,7 +107,7 @@ class ABMIL(nn.Module):
 class MLPHead(nn.Module):
     """The head for volume encoders, which give one vector per scan (docs/ARCHITECTURE.md, "protocol")."""
 
-    def __init__(self, in_dim: int, n_out: int, hidden: int = 256, dropout: float = 0.5) -> None:
+    def __init__(self, in_dim: int, n_out: int, hidden: int = _MLP.hidden, dropout: float = _MLP.dropout) -> None:
         super().__init__()
         self.classifier = classifier(in_dim, hidden, n_out, dropout)
 

@@ -38,6 +38,9 @@ class DatasetReader(ABC):
     summary: ClassVar[str]
     # The scan-level label columns this dataset provides (tasks choose among them).
     label_names: ClassVar[tuple[str, ...]] = ()
+    # The HU windows `clearbench embed` uses when none are asked for: those of the dataset's paper tasks
+    # (DeepLesion's task 1 reads abdomen and lung; tasks 2 and 3 lung only). Empty: the user must choose.
+    default_windows: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, root: str | Path, problems: ProblemLog | None = None) -> None:
         self.root = Path(root)

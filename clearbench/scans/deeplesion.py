@@ -297,6 +297,7 @@ class DeepLesionReader(DatasetReader):
 
     name = "deeplesion"
     summary = "NIH DeepLesion: Images_png/ series folders (uint16 PNG) plus DL_info.csv"
+    default_windows = ("abdomen", "lung")
     label_names = tuple(LESION_TYPES.values())
 
     def _report(self, path: str | Path, reason: str, scan_id: str | None = None, severity: Severity = "error") -> None:

@@ -133,6 +133,7 @@ def read_clinical_csv(path: Path, problems: ProblemLog) -> dict[str, dict[str, s
 class NSCLCReader(DatasetReader):
     name = "nsclc"
     summary = "NSCLC-Radiomics (TCIA Lung1): one CT series per patient under LUNG1-xxx/, plus the clinical CSV"
+    default_windows = ("lung",)
     label_names = ("stage_high",)
 
     def _series_folders(self) -> dict[str, list[tuple[Path, DicomHeader, int]]]:

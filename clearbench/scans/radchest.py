@@ -128,6 +128,7 @@ class RadChestReader(DatasetReader):
 
     name = "radchest"
     summary = "RAD-ChestCT: {NoteAcc_DEID}.npz volumes (key ct) plus img*_Abnormality_and_Location_Labels.csv"
+    default_windows = ("lung",)
     label_names = ABNORMALITIES
 
     def _report(self, path: str | Path, reason: str, scan_id: str | None = None, severity: Severity = "error") -> None:
