@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import BaseModel, ConfigDict, ValidationError
+from test_tasks import MINIMAL as TASK_CARD
 
 from clearbench.config import config_path, dataset_roots
 from clearbench.errors import InputError
@@ -101,16 +102,6 @@ def test_the_cli_prints_a_config_toml_typo_in_one_line() -> None:
     path = _write_config('[datasets.deeplesion]\nroots = "/data"\n')
     message = _one_line_error(_cli("scans", "--dataset", "deeplesion"))
     assert str(path) in message and "field 'datasets.deeplesion.roots': unknown key; allowed keys are root" in message
-
-
-TASK_CARD = """
-dataset = "nifti"
-type = "binary"
-labels = ["malignant"]
-windows = ["lung"]
-[protocol]
-kind = "nested-kfold"
-"""
 
 
 @pytest.mark.parametrize(
