@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BeforeValidator,
+    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -76,6 +77,9 @@ class PretrainConfig(Settings):
     ``PretrainConfig("mambaout", epochs=2)``: the architecture may be given first, by position. A
     :class:`ClearbenchError` names a bad setting; the ``--`` option names in messages are the CLI's.
     """
+
+    # Not frozen: the after-validator completes the variant (the family's default) and empty splits in place.
+    model_config = ConfigDict(frozen=False)
 
     arch: str = Field(
         description="Backbone: mambaout, vmamba, vit-convb, or any encoder family that declares pretraining "
