@@ -191,3 +191,17 @@ def test_the_cli_prints_a_task_card_typo_in_one_line(tmp_path: Path) -> None:
         f"error: {path}: field 'training.learning_rate': unknown key; allowed keys are batch_size, lr, max_epochs, "
         "min_steps, patience, standardize, weight_decay"
     )
+
+
+def test_run_takes_its_training_flags_help_and_bounds_from_the_card_model() -> None:
+    import typer.main
+
+    from clearbench.cli import app
+    from clearbench.tasks.card import TrainingSpec
+
+    run = typer.main.get_command(app).commands["run"]
+    params = {p.name: p for p in run.params}
+    for setting, param in [("max_epochs", "epochs"), ("batch_size", "batch_size"), ("min_steps", "min_steps")]:
+        field = TrainingSpec.model_fields[setting]
+        assert params[param].help.startswith(field.description)
+        assert params[param].min == next(m.ge for m in field.metadata)

@@ -13,6 +13,7 @@ from rich.table import Table
 from clearbench.cli.common import command_problems, console, err_console, esc, markup, print_json_line, say
 from clearbench.errors import ClearbenchError
 from clearbench.progress import LoggedProgress
+from clearbench.tasks.card import MIN_TEST_PATIENTS, PAPER_TRAINING, TrainingSpec
 
 # Measured with benchmarks/bench_mil_sanity.py-sized heads on task 1 (see README, "Training recipe"): one
 # torch thread per run was fastest; more threads spend more on synchronisation than the small GEMMs save.
@@ -23,6 +24,22 @@ if TYPE_CHECKING:
     from clearbench.protocols.metrics import FoldScores, Summary
     from clearbench.protocols.run import EncoderRun
     from clearbench.protocols.stored_split import StoredSplit
+
+
+def training_option(setting: str, flags: str) -> typer.models.OptionInfo:
+    """The option that overrides one of the task card's training settings: its help and lower bound are the
+    setting's own (:class:`~clearbench.tasks.card.TrainingSpec`), so they cannot drift from what a card accepts.
+
+    Its default is None, the card's value; ``--lr 0`` passes the flag's inclusive bound and is refused as the card
+    would refuse it (a rate must be positive)."""
+    field = TrainingSpec.model_fields[setting]
+    lower = next((getattr(m, "ge", getattr(m, "gt", None)) for m in field.metadata), None)
+    paper = PAPER_TRAINING.get(setting)
+    help_text = f"{field.description} Default: the task card's" + (
+        f"; the paper's: {paper}." if paper is not None else "."
+    )
+    return typer.Option(flags, min=lower, help=help_text)
+
 
 RESPLIT_HELP = (
     "The cohort changed since the task's split was stored: draw a new split (runs on the old one keep its id)."
@@ -182,49 +199,27 @@ SeedOpt = Annotated[
 RerunOpt = Annotated[
     bool, typer.Option("--rerun", help="Retrain every fold, even those finished under the same configuration.")
 ]
-EpochsOpt = Annotated[
-    int | None, typer.Option("--epochs", min=1, help="Maximum epochs (default: the task card's, 32 as in the paper).")
-]
-LrOpt = Annotated[
-    float | None,
-    typer.Option("--lr", min=0.0, help="AdamW learning rate (default: the task card's, 1e-4 as in the paper)."),
-]
-BatchSizeOpt = Annotated[
-    int | None,
-    typer.Option("--batch-size", min=1, help="Training batch in bags (default: the task card's, 128 as in the paper)."),
-]
-PatienceOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--patience", min=1, help="Epochs without a lower validation loss before stopping (default: the card's, 8)."
-    ),
-]
-StandardizeOpt = Annotated[
-    bool | None,
-    typer.Option(
-        "--standardize/--no-standardize",
-        help="Z-score features with the training fold's statistics (default: the card's, on; the paper: off).",
-    ),
-]
-MinStepsOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--min-steps",
-        min=0,
-        help="Shrink the batch of a small cohort until a fold gets this many optimizer steps (default: the card's, 512; the paper: 0).",
-    ),
-]
+EpochsOpt = Annotated[int | None, training_option("max_epochs", "--epochs")]
+LrOpt = Annotated[float | None, training_option("lr", "--lr")]
+BatchSizeOpt = Annotated[int | None, training_option("batch_size", "--batch-size")]
+PatienceOpt = Annotated[int | None, training_option("patience", "--patience")]
+StandardizeOpt = Annotated[bool | None, training_option("standardize", "--standardize/--no-standardize")]
+MinStepsOpt = Annotated[int | None, training_option("min_steps", "--min-steps")]
 PaperRecipeOpt = Annotated[
     bool,
     typer.Option(
         "--paper-recipe",
-        help="Train exactly as the paper: lr 1e-4, batch 128, 32 epochs, patience 8, raw features, no minimum steps (other flags still apply on top).",
+        help="Train exactly as the paper: "
+        + ", ".join(f"{k} {v}" for k, v in PAPER_TRAINING.items())
+        + " (other flags still apply on top).",
     ),
 ]
 MinTestPatientsOpt = Annotated[
     int | None,
     typer.Option(
-        "--min-test-patients", min=1, help="Accept test sets of at least this many patients (default: the card's, 10)."
+        "--min-test-patients",
+        min=1,
+        help=f"Accept test sets of at least this many patients (default: the card's; {MIN_TEST_PATIENTS} when it says none).",
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N, or auto.")]
@@ -328,8 +323,6 @@ def run(
 
 def _recipe(paper: bool, given: Mapping[str, object]) -> dict[str, object]:
     """The training settings the command line asks for: the paper's with --paper-recipe, each option given on top."""
-    from clearbench.tasks.card import PAPER_TRAINING
-
     recipe: dict[str, object] = dict(PAPER_TRAINING) if paper else {}
     recipe.update({k: v for k, v in given.items() if v is not None})
     return recipe

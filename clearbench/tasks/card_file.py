@@ -75,13 +75,17 @@ class TrainingSpec(Settings):
     epochs (the paper's batch of 128 gives one step per epoch below 128 training bags); 0 turns it off.
     """
 
-    lr: float = Field(default=1e-4, gt=0.0)
-    weight_decay: float = Field(default=1e-2, ge=0.0)
-    batch_size: int = Field(default=128, ge=1)
-    max_epochs: int = Field(default=32, ge=1)
-    patience: int = Field(default=8, ge=1)
-    standardize: bool = True
-    min_steps: int = Field(default=512, ge=0)
+    lr: float = Field(default=1e-4, gt=0.0, description="AdamW learning rate.")
+    weight_decay: float = Field(default=1e-2, ge=0.0, description="AdamW weight decay.")
+    batch_size: int = Field(default=128, ge=1, description="Training batch in bags.")
+    max_epochs: int = Field(default=32, ge=1, description="Maximum epochs.")
+    patience: int = Field(
+        default=8, ge=1, description="Epochs without a lower validation loss before stopping (best weights restored)."
+    )
+    standardize: bool = Field(default=True, description="Z-score features with the training fold's statistics.")
+    min_steps: int = Field(
+        default=512, ge=0, description="Shrink the batch of a small cohort until a fold gets this many optimizer steps."
+    )
 
 
 class ABMILTable(ABMILParams):
