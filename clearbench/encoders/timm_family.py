@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from clearbench.encoders.family import StateDict
-from clearbench.encoders.image import ImageSliceFamily, overlay_settings
+from clearbench.encoders.image import IMAGENET_MEAN, IMAGENET_STD, ImageSliceFamily, overlay_settings
 from clearbench.errors import ClearbenchError
 
 PREPROCESSING_KEYS = ("size", "crop", "interpolation", "mean", "std", "channels")
@@ -106,8 +106,8 @@ def eval_settings(pretrained_cfg: Mapping[str, Any], img_size: Any = None) -> di
         "size": size,
         "crop": int(height),
         "interpolation": interpolation,
-        "mean": [float(m) for m in pretrained_cfg.get("mean", (0.485, 0.456, 0.406))],
-        "std": [float(s) for s in pretrained_cfg.get("std", (0.229, 0.224, 0.225))],
+        "mean": [float(m) for m in pretrained_cfg.get("mean", IMAGENET_MEAN)],
+        "std": [float(s) for s in pretrained_cfg.get("std", IMAGENET_STD)],
         "channels": int(channels),
     }
 
