@@ -20,39 +20,134 @@ Python, and a leaderboard row can say exactly what produced it. The format::
     sha256 = "..."                               # verified when present
     note = "where the file comes from and where to put it"
 
-    [params]                             # the family's parameters (unknown names are refused)
-    [preprocessing]                      # overrides of the family's preprocessing
+    [params]                             # the family's parameters (its params_model: unknown keys and
+                                         # wrong types are refused)
+    [preprocessing]                      # overrides of the family's preprocessing (unknown keys refused)
 
 ``random = true`` (with ``seed``) in the table is the long form of ``weights = "random:<seed>"``.
 ``weights = "none"`` is for families that learn nothing (``hu-hist``).
+
+The file is read into the strict models :class:`CardFile` and :class:`WeightsTable` (``clearbench.settings``):
+an unknown key or a value of the wrong type is refused, never dropped or coerced, in one line naming the file,
+the key path and what was expected (``card.toml: field 'weights.sha256': sha256 must be 64 hex digits, got
+'abc'``). ``[params]`` is checked by the card's family once the registry knows it
+(:meth:`clearbench.encoders.family.Family.resolve_params`), with the same kind of line. The validated card is
+an :class:`EncoderCard` (plain frozen dataclasses, so callers copy it with ``dataclasses.replace``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import tomli_w
+from pydantic import Field, ValidationError, field_validator
 
 from clearbench.atomic import write_atomic
 from clearbench.config import read_toml, user_card_dir
 from clearbench.errors import ClearbenchError, InputError
+from clearbench.settings import Settings, describe_validation_error
 
-_TOP_KEYS = {
-    "name",
-    "family",
-    "paper_name",
-    "dim",
-    "description",
-    "license",
-    "citation",
-    "weights",
-    "params",
-    "preprocessing",
-}
-_WEIGHT_KEYS = {"random", "seed", "path", "env", "hf_repo", "hf_file", "hf_revision", "sha256", "note"}
+_HEX = frozenset("0123456789abcdef")
+
+
+class WeightsTable(Settings):
+    """A card's ``[weights]`` table, as written (the string forms are read by :class:`CardFile`)."""
+
+    random: bool = False
+    seed: int = 0
+    path: str | None = None
+    env: str | None = None
+    hf_repo: str | None = None
+    hf_file: str | None = None
+    hf_revision: str | None = None
+    sha256: str | None = None
+    note: str | None = None
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digest(cls, value: str | None) -> str | None:
+        """Lower-cased, so a digest copied from any tool compares equal to the one clearbench computes."""
+        if value is None:
+            return None
+        digest = value.lower()
+        if len(digest) != 64 or not set(digest) <= _HEX:
+            raise ValueError(f"sha256 must be 64 hex digits, got {value!r}")
+        return digest
+
+
+def _check_sources(table: WeightsTable) -> None:
+    """Random weights or at least one place to find the file, never both: a table that says both is a card
+    whose meaning depends on which source the loader happens to try first.
+
+    Checked by :class:`CardFile` rather than a model validator of :class:`WeightsTable`: pydantic names such a
+    model in an error's location by its validator, and the one-line message could no longer list its keys.
+    """
+    files = table.path or table.env or table.hf_repo
+    if table.hf_file and not table.hf_repo:
+        raise ValueError("hf_file needs hf_repo (the repository the file is in)")
+    if not table.random and not files:
+        raise ValueError("needs one of path, env, hf_repo (or random = true)")
+    if table.random and files:
+        raise ValueError("random = true cannot be combined with a path, env or hf_repo")
+
+
+def _random_seed(text: str) -> int | None:
+    """The seed of ``"random"``/``"random:<seed>"`` (0 when none is given); None for any other string."""
+    if text != "random" and not text.startswith("random:"):
+        return None
+    seed = text.partition(":")[2] or "0"
+    if not seed.lstrip("-").isdigit():
+        raise ValueError(f"the seed after 'random:' must be an integer, got {text!r}")
+    return int(seed)
+
+
+class CardFile(Settings):
+    """An encoder card file (the TOML table): every key typed, unknown keys refused.
+
+    ``params`` and ``preprocessing`` are tables here; their keys are the family's, checked by the family
+    (:meth:`clearbench.encoders.family.Family.resolve_params`) once the registry knows which family it is.
+    """
+
+    name: str
+    family: str
+    paper_name: str | None = None
+    dim: Annotated[int, Field(gt=0)] | None = None
+    description: str = ""
+    license: str | None = None
+    citation: str | None = None
+    # Not simply required: a card without weights is told the forms it can take, not only "missing".
+    weights: WeightsTable | str | None = Field(default=None, validate_default=True)
+    params: dict[str, Any] = Field(default_factory=dict)
+    preprocessing: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name", "family")
+    @classmethod
+    def _stripped(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+    @field_validator("name")
+    @classmethod
+    def _one_word(cls, value: str) -> str:
+        """The name is a file name and a store table name: no spaces, no folders."""
+        if any(c.isspace() or c == "/" for c in value):
+            raise ValueError(f"{value!r} must not contain spaces or '/'")
+        return value
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_given(cls, value: WeightsTable | str | None) -> WeightsTable | str:
+        if value is None:
+            raise ValueError('the card needs weights: a path, "random", "random:<seed>", "none" or a [weights] table')
+        if isinstance(value, str):
+            _random_seed(value)
+        else:
+            _check_sources(value)
+        return value
 
 
 @dataclass(frozen=True)
@@ -133,92 +228,47 @@ class EncoderCard:
 
 
 def parse_card(data: Mapping[str, Any], *, source: str = "builtin", path: Path | None = None) -> EncoderCard:
-    """Validate a card table; raises :class:`ClearbenchError` saying which field is wrong."""
-    unknown = sorted(set(data) - _TOP_KEYS)
-    if unknown:
-        raise ClearbenchError(f"unknown card field(s) {', '.join(unknown)} (known: {', '.join(sorted(_TOP_KEYS))})")
-    for key in ("name", "family"):
-        if not isinstance(data.get(key), str) or not data[key].strip():
-            raise ClearbenchError(f"the card needs a non-empty string '{key}'")
-    name = data["name"].strip()
-    if any(c.isspace() or c == "/" for c in name):
-        raise ClearbenchError(f"card name {name!r} must not contain spaces or '/'")
-    dim = data.get("dim")
-    if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0):
-        raise ClearbenchError(f"'dim' must be a positive integer, got {dim!r}")
-    for key in ("params", "preprocessing"):
-        if not isinstance(data.get(key, {}), Mapping):
-            raise ClearbenchError(f"[{key}] must be a table")
-    for key in ("paper_name", "description", "license", "citation"):
-        if data.get(key) is not None and not isinstance(data[key], str):
-            raise ClearbenchError(f"'{key}' must be a string")
+    """Validate a card table into an :class:`EncoderCard`.
+
+    What is wrong is one line with the key path and what was expected (``field 'weights.sha256': ...``): an
+    :class:`InputError` naming ``path`` when the card comes from a file, else a :class:`ClearbenchError` (a
+    plugin's card table, a card written from Python), whose caller says where the card came from.
+    """
+    try:
+        card = CardFile.model_validate(dict(data))
+    except ValidationError as exc:
+        reason = describe_validation_error(exc, CardFile)
+        raise (ClearbenchError(reason) if path is None else InputError(path, reason)) from None
     return EncoderCard(
-        name=name,
-        family=data["family"].strip(),
-        weights=_parse_weights(data.get("weights")),
-        params=dict(data.get("params", {})),
-        preprocessing=dict(data.get("preprocessing", {})),
-        paper_name=data.get("paper_name"),
-        dim=dim,
-        description=data.get("description", ""),
-        license=data.get("license"),
-        citation=data.get("citation"),
+        name=card.name,
+        family=card.family,
+        weights=_weights_spec(card.weights),
+        params=dict(card.params),
+        preprocessing=dict(card.preprocessing),
+        paper_name=card.paper_name,
+        dim=card.dim,
+        description=card.description,
+        license=card.license,
+        citation=card.citation,
         source=source,
         path=path,
     )
 
 
-def _parse_weights(value: Any) -> WeightsSpec:
-    if value is None:
-        raise ClearbenchError(
-            'the card needs \'weights\' (a path, "random", "random:<seed>", "none" or a [weights] table)'
-        )
-    if isinstance(value, str):
-        if value == "none":
-            return WeightsSpec(none=True)
-        if value == "random" or value.startswith("random:"):
-            seed_text = value.partition(":")[2] or "0"
-            if not seed_text.lstrip("-").isdigit():
-                raise ClearbenchError(f"weights {value!r}: the seed after 'random:' must be an integer")
-            return WeightsSpec(random=True, seed=int(seed_text))
-        return WeightsSpec(path=value)
-    if not isinstance(value, Mapping):
-        raise ClearbenchError("'weights' must be a string or a table")
-    unknown = sorted(set(value) - _WEIGHT_KEYS)
-    if unknown:
-        raise ClearbenchError(
-            f"unknown [weights] field(s) {', '.join(unknown)} (known: {', '.join(sorted(_WEIGHT_KEYS))})"
-        )
-    for key in _WEIGHT_KEYS - {"random", "seed"}:
-        if value.get(key) is not None and not isinstance(value[key], str):
-            raise ClearbenchError(f"[weights] {key} must be a string")
-    if not isinstance(value.get("random", False), bool):
-        raise ClearbenchError("[weights] random must be true or false")
-    seed = value.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ClearbenchError(f"[weights] seed must be an integer, got {seed!r}")
-    spec = WeightsSpec(**{k: value[k] for k in _WEIGHT_KEYS if k in value})
-    if spec.hf_file and not spec.hf_repo:
-        raise ClearbenchError("[weights] hf_file needs hf_repo")
-    if spec.sha256 is not None:
-        digest = spec.sha256.lower()
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise ClearbenchError("[weights] sha256 must be 64 hex digits")
-        spec = replace(spec, sha256=digest)
-    if not spec.random and not (spec.path or spec.env or spec.hf_repo):
-        raise ClearbenchError("[weights] needs one of path, env, hf_repo (or random = true)")
-    if spec.random and (spec.path or spec.env or spec.hf_repo):
-        raise ClearbenchError("[weights] random = true cannot be combined with a path, env or hf_repo")
-    return spec
+def _weights_spec(value: WeightsTable | str | None) -> WeightsSpec:
+    """The validated ``weights`` value (a table or one of its string forms) as a :class:`WeightsSpec`."""
+    assert value is not None  # CardFile refuses a card without weights
+    if isinstance(value, WeightsTable):
+        return WeightsSpec(**value.model_dump())
+    if value == "none":
+        return WeightsSpec(none=True)
+    seed = _random_seed(value)
+    return WeightsSpec(path=value) if seed is None else WeightsSpec(random=True, seed=seed)
 
 
 def read_card(path: Path, source: str = "builtin") -> EncoderCard:
     """Read one card file; any problem is an :class:`InputError` naming the file and the reason."""
-    data = read_toml(path, "card")
-    try:
-        return parse_card(data, source=source, path=path)
-    except ClearbenchError as exc:
-        raise InputError(path, str(exc)) from exc
+    return parse_card(read_toml(path, "card"), source=source, path=path)
 
 
 def write_card(
