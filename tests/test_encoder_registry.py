@@ -116,7 +116,7 @@ def test_unknown_names_and_parameters_are_explained():
         get_card("hu-hst")
     write_card({"name": "bad-param", "family": "hu-hist", "weights": "none", "params": {"bin": 3}})
     with pytest.raises(
-        InputError, match=r"bad-param\.toml: unknown family 'hu-hist' parameter 'bin' \(known: bins, max_side\)"
+        InputError, match=r"bad-param\.toml: field 'params\.bin': unknown key; allowed keys are bins, max_side$"
     ):
         load_encoder("bad-param")
     write_card({"name": "no-family", "family": "nope", "weights": "random"})

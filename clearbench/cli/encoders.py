@@ -107,9 +107,10 @@ def show(
     json_out: bool = typer.Option(False, "--json", help="Print the card and its status as one JSON object."),
 ) -> None:
     """Show one card in full: source file, weights location and sha256 check, parameters, licence, citation."""
-    from clearbench.encoders.registry import encoder_status, get_card
+    from clearbench.encoders.registry import check_card_settings, encoder_status, get_card
 
     card = get_card(name)
+    check_card_settings(card)  # a card its family refuses is an error, as a card file that does not parse is
     info = {**encoder_status(card, check_sha256=True).to_dict(), "card": card.to_toml()}
     if json_out:
         print_json_line(info)

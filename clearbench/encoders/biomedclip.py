@@ -19,9 +19,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from pydantic import PositiveInt
 from torch import nn
 
 from clearbench.encoders.image import CLIP_MEAN, CLIP_STD, ImageSliceFamily
+from clearbench.settings import Settings
 
 
 def build_biomedclip_visual(
@@ -49,17 +51,21 @@ def build_biomedclip_visual(
     )
 
 
+class BiomedCLIPParams(Settings):
+    """A ``biomedclip`` card's ``[params]``: open_clip's ``TimmModel`` arguments; the defaults are BiomedCLIP's."""
+
+    model_name: str = "vit_base_patch16_224"  # the timm trunk
+    embed_dim: PositiveInt = 512
+    image_size: PositiveInt = 224
+    pool: str = ""  # open_clip's timm_pool ("" keeps the trunk's own)
+    proj: str = "linear"  # open_clip's timm_proj
+    proj_bias: bool = False
+
+
 class BiomedCLIPFamily(ImageSliceFamily):
     name: ClassVar[str] = "biomedclip"
     prefixes: ClassVar[tuple[str, ...]] = ("visual.",)
-    default_params: ClassVar[Mapping[str, Any]] = {
-        "model_name": "vit_base_patch16_224",
-        "embed_dim": 512,
-        "image_size": 224,
-        "pool": "",
-        "proj": "linear",
-        "proj_bias": False,
-    }
+    params_model: ClassVar[type[Settings]] = BiomedCLIPParams
     # open_clip's image_transform(224, is_train=False): bicubic shortest-side resize, centre crop, CLIP stats.
     default_preprocessing: ClassVar[Mapping[str, Any]] = {
         "size": 224,

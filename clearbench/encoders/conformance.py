@@ -189,11 +189,13 @@ def check_card(
     card: EncoderCard, weights: WeightsChoice = "random", device: str = "cpu", trust_checkpoint: bool = False
 ) -> ConformanceReport:
     """Load the card (its random variant, or its given weights) and run every check; never raises for a
-    failing encoder: the report says which check failed and why."""
-    from clearbench.encoders.registry import encoder_status, load_card
+    failing encoder: the report says which check failed and why. A card whose ``[params]`` or
+    ``[preprocessing]`` its family refuses is not an encoder to check: that is its one-line InputError."""
+    from clearbench.encoders.registry import check_card_settings, encoder_status, load_card
 
     if weights not in ("random", "given"):
         raise ClearbenchError(f"weights must be 'random' or 'given', not {weights!r}")
+    check_card_settings(card)
     report = ConformanceReport(card.name, card.family)
     with no_network() as attempts:
         encoder: Encoder | None = None

@@ -41,6 +41,7 @@ from typing import Any, ClassVar, cast
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import PositiveInt
 from torch import nn
 
 from clearbench.encoders.base import VolumeEncoder
@@ -48,20 +49,26 @@ from clearbench.encoders.family import EncoderSpec, Family, StateDict
 from clearbench.encoders.volume_prep import centre_crop_or_pad, resize_trilinear
 from clearbench.errors import ClearbenchError
 from clearbench.scans.scan import Scan
+from clearbench.settings import Settings
 
-# The configuration of the published CT-CLIP (scripts/run_zero_shot.py, ct_lipro_train.py).
-CTCLIP_PARAMS: dict[str, Any] = {
-    "dim": 512,
-    "codebook_size": 8192,
-    "image_size": 480,
-    "patch_size": 20,
-    "temporal_patch_size": 10,
-    "spatial_depth": 4,
-    "temporal_depth": 4,
-    "dim_head": 32,
-    "heads": 8,
-    "dim_latent": 512,
-}
+
+class CTCLIPParams(Settings):
+    """A ``ctclip`` card's ``[params]`` (:class:`CTViT`'s arguments and the latent size); the defaults are the
+    published CT-CLIP (scripts/run_zero_shot.py, ct_lipro_train.py)."""
+
+    dim: PositiveInt = 512
+    codebook_size: PositiveInt = 8192
+    image_size: PositiveInt = 480
+    patch_size: PositiveInt = 20
+    temporal_patch_size: PositiveInt = 10
+    spatial_depth: PositiveInt = 4
+    temporal_depth: PositiveInt = 4
+    dim_head: PositiveInt = 32
+    heads: PositiveInt = 8
+    dim_latent: PositiveInt = 512
+
+
+CTCLIP_PARAMS: dict[str, Any] = CTCLIPParams().model_dump()
 
 # scripts/data_inference_nii.py: clip, resample, divide, crop or pad with -1.
 CTCLIP_PREPROCESSING: dict[str, Any] = {
@@ -413,7 +420,7 @@ class CTCLIPFamily(Family):
 
     name: ClassVar[str] = "ctclip"
     kind: ClassVar = "volume"
-    default_params: ClassVar[Mapping[str, Any]] = CTCLIP_PARAMS
+    params_model: ClassVar[type[Settings]] = CTCLIPParams
     default_preprocessing: ClassVar[Mapping[str, Any]] = CTCLIP_PREPROCESSING
 
     def output_dim(self, params: Mapping[str, Any]) -> int:

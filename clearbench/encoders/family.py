@@ -5,7 +5,7 @@ points a family at weights and parameters. The registry (:mod:`clearbench.encode
 then drives the family through these steps, in this order::
 
     family.require_extra()                                 # MissingExtraError when its backend is absent
-    params = family.resolve_params(card.params)            # defaults + card; unknown names are an error
+    params = family.resolve_params(card.params)            # checked by params_model, over its defaults
     prep   = family.resolve_preprocessing(card.preprocessing)
     # with weights in one state-dict file:
     sd     = weights.read_state_dict(path)                 # torch.load(weights_only=True) + common containers
@@ -63,13 +63,16 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+from pydantic import ValidationError, create_model
 from torch import nn
 
 from clearbench.encoders.base import Encoder, Kind
 from clearbench.errors import ClearbenchError, MissingExtraError
+from clearbench.settings import Settings, describe_validation_error
 
 if TYPE_CHECKING:  # weights.py imports this module
     from clearbench.encoders.card import EncoderCard
@@ -118,8 +121,15 @@ class Family(ABC):
     - ``prefixes``: published checkpoints keep the backbone under one of these prefixes (``"visual."``); when
       any key has one, only those keys are kept and the prefix is stripped. Tried in order.
     - ``heads``: key prefixes (after stripping) of heads the encoder does not use; they are dropped.
-    - ``default_params`` / ``default_preprocessing``: every parameter the family accepts, with its default;
-      a card naming anything else is refused, so a typo never silently falls back to a default.
+    - ``params_model``: a :class:`clearbench.settings.Settings` model of every parameter a card's
+      ``[params]`` may set, typed, with its default. A card naming another key, or giving a value of another
+      type, is refused in one line (``field 'params.bins': expected an integer, got '32'``), so a typo never
+      silently falls back to a default. ``default_params`` is derived from it (``params_model().model_dump()``)
+      so each default is written once; declare the model, not the dict. A family written before
+      ``params_model`` may still declare ``default_params`` alone: its keys are then checked, not its types.
+    - ``default_preprocessing``: every preprocessing setting the family accepts, with its default; a card
+      naming another is refused the same way (the values are the family's to check: their types vary with
+      the setting, such as a size that is a number or a pair).
     - ``learned``: False for a family with no weights at all (``hu-hist``); its cards say ``weights = "none"``.
     """
 
@@ -129,9 +139,26 @@ class Family(ABC):
     extra_modules: ClassVar[tuple[str, ...]] = ()
     prefixes: ClassVar[tuple[str, ...]] = ()
     heads: ClassVar[tuple[str, ...]] = ()
-    default_params: ClassVar[Mapping[str, Any]] = {}
-    default_preprocessing: ClassVar[Mapping[str, Any]] = {}
+    params_model: ClassVar[type[Settings]] = Settings  # no parameters
+    default_params: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+    default_preprocessing: ClassVar[Mapping[str, Any]] = MappingProxyType({})
     learned: ClassVar[bool] = True
+    # The keys of default_preprocessing as a model, so an unknown one gets the same line as a parameter.
+    _preprocessing_model: ClassVar[type[Settings]] = Settings
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Derive ``default_params`` from ``params_model`` (or, for a family that declares only the dict, a
+        model of its keys), so the two cannot disagree."""
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__
+        if "params_model" in own and "default_params" in own:
+            raise TypeError(f"{cls.__name__}: declare params_model only; default_params is derived from it")
+        if "params_model" in own:
+            cls.default_params = MappingProxyType(cls.params_model().model_dump())
+        elif "default_params" in own:
+            cls.params_model = _keys_model(f"{cls.__name__}Params", cls.default_params)
+        if "default_preprocessing" in own:
+            cls._preprocessing_model = _keys_model(f"{cls.__name__}Preprocessing", cls.default_preprocessing)
 
     # -- optional backend ------------------------------------------------------------------------------
     def missing_extra(self) -> str | None:
@@ -148,12 +175,20 @@ class Family(ABC):
 
     # -- parameters and preprocessing ----------------------------------------------------------------------
     def resolve_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """The card's parameters over the family defaults; unknown names are refused."""
-        return _merge(self.default_params, params, f"family '{self.name}' parameter")
+        """The card's parameters over the family defaults, validated by ``params_model``.
+
+        A bad one is a :class:`ClearbenchError` of one line naming ``params.<key>`` and what was expected (the
+        registry adds the card file). The values come back as the card wrote them, since validation only checks:
+        a strict model still turns an integer given for a number into a float, which would change the params
+        recorded in the provenance of a card that has not changed.
+        """
+        checked = _validated(self.params_model, params, "params")
+        return {**checked.model_dump(), **params}
 
     def resolve_preprocessing(self, preprocessing: Mapping[str, Any]) -> dict[str, Any]:
-        """The card's preprocessing over the family defaults; unknown names are refused."""
-        return _merge(self.default_preprocessing, preprocessing, f"family '{self.name}' preprocessing setting")
+        """The card's preprocessing over the family defaults; an unknown name is refused as in ``resolve_params``."""
+        _validated(self._preprocessing_model, preprocessing, "preprocessing")
+        return {**self.default_preprocessing, **preprocessing}
 
     def output_dim(self, params: Mapping[str, Any]) -> int | None:
         """The embedding dim for these resolved params; None when only a checkpoint can tell."""
@@ -251,12 +286,18 @@ class Family(ABC):
         return {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
 
 
-def _merge(defaults: Mapping[str, Any], given: Mapping[str, Any], what: str) -> dict[str, Any]:
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        known = ", ".join(sorted(defaults)) or "none"
-        raise ClearbenchError(f"unknown {what} {', '.join(map(repr, unknown))} (known: {known})")
-    return {**defaults, **given}
+def _validated(model: type[Settings], table: Mapping[str, Any], where: str) -> Settings:
+    """``table`` (a card's ``[params]`` or ``[preprocessing]``) read into ``model``, or one line saying why not."""
+    try:
+        return model.model_validate(dict(table))
+    except ValidationError as exc:
+        raise ClearbenchError(describe_validation_error(exc, model, prefix=(where,))) from None
+
+
+def _keys_model(name: str, defaults: Mapping[str, Any]) -> type[Settings]:
+    """A model with the keys of ``defaults``, any values: what a table of untyped defaults can check."""
+    fields: dict[str, Any] = {key: (Any, value) for key, value in defaults.items()}
+    return create_model(name, __base__=Settings, **fields)
 
 
 @contextlib.contextmanager

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from pydantic import Field, field_validator
 from torch import nn
 
 from clearbench.encoders.base import SliceEncoder
@@ -43,6 +44,7 @@ from clearbench.encoders.image import IMAGENET_MEAN, IMAGENET_STD, ImageSliceEnc
 from clearbench.encoders.model_folder import locate_model_folder, weight_files
 from clearbench.encoders.weights import WeightsLocation
 from clearbench.errors import ClearbenchError, InputError
+from clearbench.settings import Settings
 
 POOLINGS = ("cls", "mean", "pooler")
 PREPROCESSING_KEYS = ("size", "crop", "interpolation", "mean", "std", "channels")
@@ -326,19 +328,26 @@ class HfSliceEncoder(ImageSliceEncoder):
         return extra if 0 <= extra < n_tokens else None
 
 
+class HfParams(Settings):
+    """An ``hf`` card's ``[params]``."""
+
+    pooling: str = "cls"  # one of POOLINGS
+    # model_type plus any config fields: the architecture of a random init (a model folder has its own)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("pooling")
+    @classmethod
+    def _known_pooling(cls, value: str) -> str:
+        if value not in POOLINGS:
+            raise ValueError(f"pooling {value!r} is not one of {', '.join(POOLINGS)}")
+        return value
+
+
 class HfFamily(Family):
     name: ClassVar[str] = "hf"
     kind: ClassVar = "slice"
-    default_params: ClassVar[Mapping[str, Any]] = {"pooling": "cls", "config": {}}
+    params_model: ClassVar[type[Settings]] = HfParams
     default_preprocessing: ClassVar[Mapping[str, Any]] = {k: None for k in PREPROCESSING_KEYS}
-
-    def resolve_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        resolved = super().resolve_params(params)
-        if resolved["pooling"] not in POOLINGS:
-            raise ClearbenchError(f"hf: pooling {resolved['pooling']!r} is not one of {', '.join(POOLINGS)}")
-        if not isinstance(resolved["config"], Mapping):
-            raise ClearbenchError("hf: [params] config must be a table of config fields")
-        return resolved
 
     def locate_model_folder(self, card: EncoderCard) -> WeightsLocation | None:
         return locate_model_folder(card)

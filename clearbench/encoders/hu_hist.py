@@ -25,10 +25,12 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
+from pydantic import NonNegativeInt, PositiveInt
 from torch import nn
 
 from clearbench.encoders.base import SliceEncoder
 from clearbench.encoders.family import EncoderSpec, Family
+from clearbench.settings import Settings
 
 N_MOMENTS = 8  # mean, std, skew, kurtosis, fraction low, fraction high, in-window mean, in-window std
 _EPS = 1e-6
@@ -95,11 +97,18 @@ class HuHistEncoder(SliceEncoder):
         return self.model(batch)
 
 
+class HuHistParams(Settings):
+    """A ``hu-hist`` card's ``[params]``."""
+
+    bins: PositiveInt = 32  # histogram bins over the window
+    max_side: NonNegativeInt = 256  # larger slices are read on a grid; 0 reads every pixel
+
+
 class HuHistFamily(Family):
     name: ClassVar[str] = "hu-hist"
     kind: ClassVar = "slice"
     learned: ClassVar[bool] = False
-    default_params: ClassVar[Mapping[str, Any]] = {"bins": 32, "max_side": 256}
+    params_model: ClassVar[type[Settings]] = HuHistParams
 
     def build(self, params: Mapping[str, Any]) -> nn.Module:
         return build_hu_hist(int(params["bins"]), int(params["max_side"]))

@@ -24,11 +24,13 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from pydantic import PositiveInt, field_validator
 from torch import nn
 
 from clearbench.encoders.family import StateDict
 from clearbench.encoders.image import ImageSliceFamily
 from clearbench.errors import ClearbenchError
+from clearbench.settings import Settings
 
 # depths, dims of each variant, for cards and pretraining alike. The first five are the published sizes
 # (identical in the original repository and timm; ``tiny`` is the 26M-parameter model). ``micro`` is a
@@ -83,9 +85,25 @@ def resolve_arch(params: Mapping[str, Any]) -> tuple[tuple[int, ...], tuple[int,
     return VARIANTS[variant]
 
 
+class MambaOutParams(Settings):
+    """A ``mambaout`` card's ``[params]``: a variant, or depths and dims; none of them when the checkpoint
+    tells its own (:func:`resolve_arch` says which wins)."""
+
+    variant: str | None = None
+    depths: list[PositiveInt] | None = None
+    dims: list[PositiveInt] | None = None
+
+    @field_validator("variant")
+    @classmethod
+    def _known(cls, value: str | None) -> str | None:
+        if value is not None and value not in VARIANTS:
+            raise ValueError(f"unknown variant {value!r}; known: {', '.join(VARIANTS)}")
+        return value
+
+
 class MambaOutFamily(ImageSliceFamily):
     name: ClassVar[str] = "mambaout"
-    default_params: ClassVar[Mapping[str, Any]] = {"variant": None, "depths": None, "dims": None}
+    params_model: ClassVar[type[Settings]] = MambaOutParams
     # A trained card names its depths and dims, as a card read from a checkpoint does. CLEAR's MambaOut has
     # 768-d outputs: the base dims.
     pretrain_variants: ClassVar[Mapping[str, Mapping[str, Any]]] = {

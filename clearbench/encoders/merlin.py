@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
+from pydantic import Field, PositiveInt
 from torch import nn
 
 from clearbench.encoders.base import VolumeEncoder
@@ -35,9 +36,19 @@ from clearbench.encoders.family import EncoderSpec, Family, StateDict
 from clearbench.encoders.volume_prep import centre_crop_or_pad, resample_spacing
 from clearbench.errors import MissingExtraError
 from clearbench.scans.scan import Scan
+from clearbench.settings import Settings
 
 # Merlin's released image encoder: ResNet-152 blocks, 1692 phenotype (EHR) classes.
-MERLIN_PARAMS: dict[str, Any] = {"layers": [3, 8, 36, 3], "class_nb": 1692}
+
+
+class MerlinParams(Settings):
+    """A ``merlin`` card's ``[params]``; the defaults are the published ResNet-152 model."""
+
+    layers: list[PositiveInt] = Field(default_factory=lambda: [3, 8, 36, 3])  # Bottleneck blocks per stage
+    class_nb: PositiveInt = 1692  # phenotype classes of the (unused) classifier the checkpoint holds
+
+
+MERLIN_PARAMS: dict[str, Any] = MerlinParams().model_dump()
 
 MERLIN_PREPROCESSING: dict[str, Any] = {
     "spacing": [1.5, 1.5, 3.0],  # mm along R, A, S
@@ -110,7 +121,7 @@ class MerlinFamily(Family):
     extra: ClassVar[str | None] = "merlin"
     extra_modules: ClassVar[tuple[str, ...]] = ("merlin",)
     prefixes: ClassVar[tuple[str, ...]] = ("encode_image.i3_resnet.",)
-    default_params: ClassVar[Mapping[str, Any]] = MERLIN_PARAMS
+    params_model: ClassVar[type[Settings]] = MerlinParams
     default_preprocessing: ClassVar[Mapping[str, Any]] = MERLIN_PREPROCESSING
 
     def output_dim(self, params: Mapping[str, Any]) -> int:

@@ -247,8 +247,8 @@ def encoder_status(card: EncoderCard, check_sha256: bool = False) -> EncoderStat
     try:
         family = get_family(card.family)
         kind, missing = family.kind, family.missing_extra()
-        dim = card.dim if card.dim is not None else family.output_dim(family.resolve_params(card.params))
-        family.resolve_preprocessing(card.preprocessing)
+        params, _ = resolve_card(family, card)
+        dim = card.dim if card.dim is not None else family.output_dim(params)
         _check_weights_kind(family, card)
         if card.weights.random and dim is None:
             raise ClearbenchError(
@@ -306,13 +306,8 @@ def load_card(card: EncoderCard, device: str = "cpu", trust_checkpoint: bool = F
 
     family = get_family(card.family)
     family.require_extra()
-    where = card.path or f"encoder card '{card.name}'"
-    try:
-        params = family.resolve_params(card.params)
-        preprocessing = family.resolve_preprocessing(card.preprocessing)
-    except ClearbenchError as exc:
-        raise InputError(where, str(exc)) from exc
-
+    params, preprocessing = resolve_card(family, card)
+    where = _where(card)
     try:
         _check_weights_kind(family, card)
     except ClearbenchError as exc:
@@ -374,6 +369,37 @@ def load_card(card: EncoderCard, device: str = "cpu", trust_checkpoint: bool = F
             f"family '{family.name}' declares kind {family.kind} but wrapped a {encoder.kind} encoder"
         )
     return encoder
+
+
+def resolve_card(family: Family, card: EncoderCard) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The card's ``[params]`` and ``[preprocessing]`` over ``family``'s defaults.
+
+    A key or value the family refuses is one :class:`InputError` naming the card file (``card.toml: field
+    'params.bins': expected an integer, got '32'``), as for a card file that does not parse.
+    """
+    try:
+        return family.resolve_params(card.params), family.resolve_preprocessing(card.preprocessing)
+    except ClearbenchError as exc:
+        raise InputError(_where(card), str(exc)) from exc
+
+
+def check_card_settings(card: EncoderCard) -> None:
+    """Raise the :class:`InputError` of a card whose ``[params]`` or ``[preprocessing]`` its family refuses.
+
+    For the commands about one card (``encoders show``, ``encoders check``), which stop on such a card with
+    its one line as they stop on a card file that does not parse. A family that is unknown or cannot be
+    imported is left to :func:`encoder_status` and :func:`load_card`, which say so for the card.
+    """
+    try:
+        family = get_family(card.family)
+    except (ClearbenchError, ImportError):
+        return
+    resolve_card(family, card)
+
+
+def _where(card: EncoderCard) -> Path | str:
+    """What an error about the card names: its file, or the card itself when it was not read from one."""
+    return card.path or f"encoder card '{card.name}'"
 
 
 def _check_weights_kind(family: Family, card: EncoderCard) -> None:

@@ -16,26 +16,33 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
+from pydantic import Field, NonNegativeInt, PositiveInt
 from torch import nn
 
 from clearbench.encoders.base import SliceEncoder
 from clearbench.encoders.family import EncoderSpec, StateDict
 from clearbench.encoders.image import ImageSliceEncoder, ImageSliceFamily, ImageTransform
 from clearbench.errors import MissingExtraError
+from clearbench.settings import Settings
 
-# configs/sam2/sam2_hiera_l.yaml (sam2 1.1.0), image_encoder part.
-HIERA_L_PARAMS: dict[str, Any] = {
-    "embed_dim": 144,
-    "num_heads": 2,
-    "stages": [2, 6, 36, 4],
-    "global_att_blocks": [23, 33, 43],
-    "window_pos_embed_bkg_spatial_size": [7, 7],
-    "window_spec": [8, 4, 16, 8],
-    "d_model": 256,
-    "fpn_top_down_levels": [2, 3],
-    "fpn_interp_model": "nearest",
-    "scalp": 1,
-}
+
+class SAM2Params(Settings):
+    """A ``sam2`` card's ``[params]``; the defaults are Hiera-L, the image_encoder part of
+    configs/sam2/sam2_hiera_l.yaml (sam2 1.1.0)."""
+
+    embed_dim: PositiveInt = 144
+    num_heads: PositiveInt = 2
+    stages: list[PositiveInt] = Field(default_factory=lambda: [2, 6, 36, 4])
+    global_att_blocks: list[NonNegativeInt] = Field(default_factory=lambda: [23, 33, 43])  # block indices
+    window_pos_embed_bkg_spatial_size: list[PositiveInt] = Field(default_factory=lambda: [7, 7])
+    window_spec: list[PositiveInt] = Field(default_factory=lambda: [8, 4, 16, 8])
+    d_model: PositiveInt = 256
+    fpn_top_down_levels: list[NonNegativeInt] = Field(default_factory=lambda: [2, 3])  # level indices
+    fpn_interp_model: str = "nearest"  # a torch interpolation mode
+    scalp: NonNegativeInt = 1  # lowest-resolution FPN levels dropped
+
+
+HIERA_L_PARAMS: dict[str, Any] = SAM2Params().model_dump()
 
 
 def build_sam2_image_encoder(
@@ -95,7 +102,7 @@ class SAM2Family(ImageSliceFamily):
     extra: ClassVar[str | None] = "sam2"
     extra_modules: ClassVar[tuple[str, ...]] = ("sam2", "hydra", "iopath")
     prefixes: ClassVar[tuple[str, ...]] = ("image_encoder.",)
-    default_params: ClassVar[Mapping[str, Any]] = HIERA_L_PARAMS
+    params_model: ClassVar[type[Settings]] = SAM2Params
 
     def output_dim(self, params: Mapping[str, Any]) -> int:
         return int(params["d_model"])

@@ -31,11 +31,13 @@ from functools import lru_cache
 from typing import Any, ClassVar
 
 import torch
+from pydantic import Field, field_validator
 from torch import nn
 
 from clearbench.encoders.family import StateDict
 from clearbench.encoders.image import IMAGENET_MEAN, IMAGENET_STD, ImageSliceFamily, overlay_settings
 from clearbench.errors import ClearbenchError
+from clearbench.settings import Settings
 
 PREPROCESSING_KEYS = ("size", "crop", "interpolation", "mean", "std", "channels")
 _INTERPOLATIONS = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest", "area": "area"}
@@ -112,18 +114,29 @@ def eval_settings(pretrained_cfg: Mapping[str, Any], img_size: Any = None) -> di
     }
 
 
+class TimmParams(Settings):
+    """A ``timm`` card's ``[params]``."""
+
+    model_name: str | None = None  # required, but checked by check_model_name, which suggests close names
+    kwargs: dict[str, Any] = Field(default_factory=dict)  # passed to timm.create_model
+
+    @field_validator("kwargs")
+    @classmethod
+    def _not_the_head(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if {"num_classes", "pretrained"} & set(value):
+            raise ValueError("kwargs cannot set num_classes or pretrained (always 0 and False)")
+        return value
+
+
 class TimmFamily(ImageSliceFamily):
     name: ClassVar[str] = "timm"
-    default_params: ClassVar[Mapping[str, Any]] = {"model_name": None, "kwargs": {}}
+    params_model: ClassVar[type[Settings]] = TimmParams
     default_preprocessing: ClassVar[Mapping[str, Any]] = {k: None for k in PREPROCESSING_KEYS}
 
     def resolve_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The params as :class:`TimmParams` checks them, and a ``model_name`` the installed timm knows."""
         resolved = super().resolve_params(params)
         check_model_name(resolved["model_name"])
-        if not isinstance(resolved["kwargs"], Mapping):
-            raise ClearbenchError("timm: [params] kwargs must be a table of create_model arguments")
-        if {"num_classes", "pretrained"} & set(resolved["kwargs"]):
-            raise ClearbenchError("timm: kwargs cannot set num_classes or pretrained (always 0 and False)")
         return resolved
 
     def adapt_state_dict(self, state_dict: StateDict, params: Mapping[str, Any]) -> StateDict:

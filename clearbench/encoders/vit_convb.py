@@ -20,9 +20,11 @@ from functools import partial
 from typing import Any, ClassVar
 
 import torch
+from pydantic import PositiveFloat, PositiveInt
 from torch import nn
 
 from clearbench.encoders.image import ImageSliceFamily
+from clearbench.settings import Settings
 
 
 class ConvStem(nn.Module):
@@ -139,16 +141,20 @@ def build_vit_convb(
     return model
 
 
+class ViTConvBParams(Settings):
+    """A ``vit-convb`` card's ``[params]``; the defaults are MoCo v3's vit_conv_base, which CLEAR trained."""
+
+    img_size: PositiveInt = 224  # sizes the position embedding
+    embed_dim: PositiveInt = 768
+    depth: PositiveInt = 11
+    num_heads: PositiveInt = 12
+    mlp_ratio: PositiveFloat = 4.0
+
+
 class ViTConvBFamily(ImageSliceFamily):
     name: ClassVar[str] = "vit-convb"
     heads: ClassVar[tuple[str, ...]] = ("head.",)
-    default_params: ClassVar[Mapping[str, Any]] = {
-        "img_size": 224,
-        "embed_dim": 768,
-        "depth": 11,
-        "num_heads": 12,
-        "mlp_ratio": 4.0,
-    }
+    params_model: ClassVar[type[Settings]] = ViTConvBParams
     # MoCo v3's vit_conv_base (what CLEAR trained) and vit_conv_small; ``micro`` for tests on a CPU. The
     # position embedding is sized to the training views.
     pretrain_variants: ClassVar[Mapping[str, Mapping[str, Any]]] = {

@@ -33,10 +33,11 @@ import math
 import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, PositiveFloat, PositiveInt
 from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
@@ -44,19 +45,25 @@ from clearbench.encoders.family import StateDict
 from clearbench.encoders.image import ImageSliceFamily
 from clearbench.encoders.selective_scan import selective_scan
 from clearbench.errors import ClearbenchError
+from clearbench.settings import Settings
 
-DEFAULTS: dict[str, Any] = {
-    "depths": [2, 2, 9, 2],
-    "dims": [96, 192, 384, 768],
-    "patch_size": 4,
-    "ssm_d_state": 16,
-    "ssm_ratio": 2.0,
-    "ssm_dt_rank": "auto",
-    "ssm_conv": 3,
-    "ssm_conv_bias": True,
-    "mlp_ratio": 4.0,
-    "drop_path_rate": 0.1,
-}
+
+class VMambaParams(Settings):
+    """A ``vmamba`` card's ``[params]``; the defaults are CLEAR's ``VSSM()`` (768-d)."""
+
+    depths: list[PositiveInt] = Field(default_factory=lambda: [2, 2, 9, 2])
+    dims: list[PositiveInt] = Field(default_factory=lambda: [96, 192, 384, 768])
+    patch_size: PositiveInt = 4
+    ssm_d_state: PositiveInt = 16
+    ssm_ratio: PositiveFloat = 2.0
+    ssm_dt_rank: PositiveInt | Literal["auto"] = "auto"  # "auto": ceil(dim / 16) per stage
+    ssm_conv: PositiveInt = 3
+    ssm_conv_bias: bool = True
+    mlp_ratio: PositiveFloat = 4.0
+    drop_path_rate: float = Field(default=0.1, ge=0, lt=1)
+
+
+DEFAULTS: dict[str, Any] = VMambaParams().model_dump()
 
 N_DIRECTIONS = 4  # row-major, column-major, and both reversed
 
@@ -370,7 +377,7 @@ class VMambaFamily(ImageSliceFamily):
 
     name: ClassVar[str] = "vmamba"
     heads: ClassVar[tuple[str, ...]] = (HEAD_PREFIX,)
-    default_params: ClassVar[Mapping[str, Any]] = DEFAULTS
+    params_model: ClassVar[type[Settings]] = VMambaParams
     # ``clear``: VSSM()'s defaults, which CLEAR trained (768-d); ``micro``: a tiny VMamba for tests on a CPU.
     pretrain_variants: ClassVar[Mapping[str, Mapping[str, Any]]] = {
         "clear": {"depths": [2, 2, 9, 2], "dims": [96, 192, 384, 768]},

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from pydantic import PositiveInt
 from torch import nn
 
 from clearbench.encoders.image import ImageSliceFamily
+from clearbench.settings import Settings
 
 
 def build_tinyconv(width: int = 16) -> nn.Module:
@@ -27,10 +29,16 @@ def build_tinyconv(width: int = 16) -> nn.Module:
     return net
 
 
+class TinyConvParams(Settings):
+    """A card's ``[params]``: every key it may set, typed, with its default (``default_params`` comes from it)."""
+
+    width: PositiveInt = 16  # output channels, so the embedding dim
+
+
 class TinyConvFamily(ImageSliceFamily):
     name: ClassVar[str] = "example-tinyconv"
     heads: ClassVar[tuple[str, ...]] = ("head.",)
-    default_params: ClassVar[Mapping[str, Any]] = {"width": 16}
+    params_model: ClassVar[type[Settings]] = TinyConvParams
     default_preprocessing: ClassVar[Mapping[str, Any]] = {
         **ImageSliceFamily.default_preprocessing,
         "size": 64,
