@@ -155,9 +155,17 @@ def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
 
 
 def _unwrap(annotation: Any) -> Any:
-    while get_origin(annotation) is Annotated:
-        annotation = get_args(annotation)[0]
-    return annotation
+    """``annotation`` without ``Annotated`` and without the ``None`` of ``X | None``: pydantic validates that as
+    a nullable ``X``, with no union step in its error locations (``("dims", 3)`` for an item of a list)."""
+    while True:
+        if get_origin(annotation) is Annotated:
+            annotation = get_args(annotation)[0]
+            continue
+        members = [a for a in get_args(annotation) if a is not type(None)] if _is_union(annotation) else []
+        if len(members) == 1 and len(get_args(annotation)) == 2:
+            annotation = members[0]
+            continue
+        return annotation
 
 
 def _is_union(annotation: Any) -> bool:
