@@ -4,12 +4,11 @@ from the real CLI (exit code 1, no traceback); each family declares its ``[param
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from cli_run import one_line_error, run_cli
 from pydantic import PositiveInt
 from torch import nn
 
@@ -31,17 +30,6 @@ def _user_card(name: str, text: str) -> Path:
     path = folder / f"{name}.toml"
     path.write_text(text.format(name=name))
     return path
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "clearbench", *args], capture_output=True, text=True, check=False)
-
-
-def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 1, result.stdout + result.stderr
-    message = result.stderr.strip()
-    assert "Traceback" not in message and "\n" not in message, message
-    return message
 
 
 @pytest.mark.parametrize(
@@ -125,16 +113,16 @@ def test_a_card_table_without_a_file_gives_the_same_line_as_a_clearbench_error()
 def test_the_cli_prints_a_params_typo_in_one_line(tmp_path: Path) -> None:
     path = _user_card("typo", HU_HIST + "[params]\nbin = 8\n")
     expected = f"error: {path}: field 'params.bin': unknown key; allowed keys are bins, max_side"
-    assert _one_line_error(_cli("encoders", "show", "typo")) == expected
-    assert _one_line_error(_cli("encoders", "check", "typo")) == expected
-    assert _one_line_error(_cli("embed", "--encoder", "typo", "--dataset", "deeplesion", "--root", str(tmp_path))) == (
-        expected
-    )
+    assert one_line_error(run_cli("encoders", "show", "typo")) == expected
+    assert one_line_error(run_cli("encoders", "check", "typo")) == expected
+    assert one_line_error(
+        run_cli("embed", "--encoder", "typo", "--dataset", "deeplesion", "--root", str(tmp_path))
+    ) == (expected)
 
 
 def test_the_cli_prints_a_weights_typo_in_one_line() -> None:
     path = _user_card("typo", 'name = "{name}"\nfamily = "mambaout"\n[weights]\npath = "w.pth"\nsha256 = "abc"\n')
-    message = _one_line_error(_cli("encoders", "show", "typo"))
+    message = one_line_error(run_cli("encoders", "show", "typo"))
     assert message == f"error: {path}: field 'weights.sha256': sha256 must be 64 hex digits, got 'abc'"
 
 

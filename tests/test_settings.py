@@ -3,28 +3,16 @@ path and what was expected, from the Python API and from the real CLI (exit code
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_run import one_line_error, run_cli
 from pydantic import BaseModel, ConfigDict, ValidationError
 from test_tasks import MINIMAL as TASK_CARD
 
 from clearbench.config import config_path, dataset_roots
 from clearbench.errors import InputError
 from clearbench.settings import describe_validation_error, validate_settings
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "clearbench", *args], capture_output=True, text=True, check=False)
-
-
-def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 1, result.stdout + result.stderr
-    message = result.stderr.strip()
-    assert "Traceback" not in message and "\n" not in message, message
-    return message
 
 
 def _write_config(text: str) -> Path:
@@ -100,7 +88,7 @@ def test_config_toml_keeps_its_short_form_and_tables_without_a_root(tmp_path: Pa
 
 def test_the_cli_prints_a_config_toml_typo_in_one_line() -> None:
     path = _write_config('[datasets.deeplesion]\nroots = "/data"\n')
-    message = _one_line_error(_cli("scans", "--dataset", "deeplesion"))
+    message = one_line_error(run_cli("scans", "--dataset", "deeplesion"))
     assert str(path) in message and "field 'datasets.deeplesion.roots': unknown key; allowed keys are root" in message
 
 
@@ -186,7 +174,7 @@ def test_the_cli_prints_a_task_card_typo_in_one_line(tmp_path: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "cohort.toml"
     path.write_text(TASK_CARD + "[training]\nlearning_rate = 1e-3\n")
-    message = _one_line_error(_cli("run", "cohort", "--encoder", "hu-hist", "--root", str(tmp_path)))
+    message = one_line_error(run_cli("run", "cohort", "--encoder", "hu-hist", "--root", str(tmp_path)))
     assert message == (
         f"error: {path}: field 'training.learning_rate': unknown key; allowed keys are batch_size, lr, max_epochs, "
         "min_steps, patience, standardize, weight_decay"

@@ -32,7 +32,8 @@ an unknown key or a value of the wrong type is refused, never dropped or coerced
 the key path and what was expected (``card.toml: field 'weights.sha256': sha256 must be 64 hex digits, got
 'abc'``). ``[params]`` is checked by the card's family once the registry knows it
 (:meth:`clearbench.encoders.family.Family.resolve_params`), with the same kind of line. The validated card is
-an :class:`EncoderCard` (plain frozen dataclasses, so callers copy it with ``dataclasses.replace``).
+an :class:`EncoderCard` (a frozen dataclass, so callers copy it with ``dataclasses.replace``) whose weights are
+a :class:`WeightsSpec`: the validated table itself, or what a string form says.
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ class WeightsTable(Settings):
 
     random: bool = False
     seed: int = 0
-    path: str | None = None
+    # The sources in the order they are tried (and written back by WeightsSpec.to_toml).
     env: str | None = None
+    path: str | None = None
     hf_repo: str | None = None
     hf_file: str | None = None
     hf_revision: str | None = None
@@ -150,39 +152,18 @@ class CardFile(Settings):
         return value
 
 
-@dataclass(frozen=True)
-class WeightsSpec:
-    """Where a card's weights come from. Sources are tried in the order env, path, hf_repo."""
+class WeightsSpec(WeightsTable):
+    """Where a card's weights come from: its ``[weights]`` table, or what one of the string forms says
+    (``none``: the family has no weights). Sources are tried in the order env, path, hf_repo."""
 
-    random: bool = False
-    none: bool = False  # the family has no weights
-    seed: int = 0
-    path: str | None = None
-    env: str | None = None
-    hf_repo: str | None = None
-    hf_file: str | None = None
-    hf_revision: str | None = None
-    sha256: str | None = None
-    note: str | None = None
+    none: bool = False
 
     def to_toml(self) -> str | dict[str, Any]:
         if self.random:
             return f"random:{self.seed}"
         if self.none:
             return "none"
-        return {
-            k: v
-            for k, v in (
-                ("env", self.env),
-                ("path", self.path),
-                ("hf_repo", self.hf_repo),
-                ("hf_file", self.hf_file),
-                ("hf_revision", self.hf_revision),
-                ("sha256", self.sha256),
-                ("note", self.note),
-            )
-            if v is not None
-        }
+        return self.model_dump(exclude={"random", "seed", "none"}, exclude_none=True)
 
 
 @dataclass(frozen=True)
