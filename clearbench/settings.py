@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from clearbench.errors import InputError
+from clearbench.errors import ClearbenchError, InputError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -52,16 +52,21 @@ _TAG_ERRORS = ("union_tag_invalid", "union_tag_not_found")
 _BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
 
 
-def validate_settings(model: type[M], data: Any, source: str | Path, *, prefix: Loc = (), hint: str | None = None) -> M:
+def validate_settings(
+    model: type[M], data: Any, source: str | Path | None, *, prefix: Loc = (), hint: str | None = None
+) -> M:
     """``data`` read into ``model``; anything wrong is one :class:`InputError` naming ``source`` and the key.
 
     ``prefix`` is where ``data`` sits in its file (``("params",)`` for a card's ``[params]`` table), so the
-    key path in the message is the one the user wrote; ``hint`` is appended as what to do next.
+    key path in the message is the one the user wrote; ``hint`` is appended as what to do next. Without a
+    ``source`` (data that did not come from a file) it is a :class:`ClearbenchError`, which the caller may
+    put a source in front of.
     """
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise InputError(source, describe_validation_error(exc, model, prefix=prefix, hint=hint)) from None
+        line = describe_validation_error(exc, model, prefix=prefix, hint=hint)
+        raise (ClearbenchError(line) if source is None else InputError(source, line)) from None
 
 
 def describe_validation_error(

@@ -44,12 +44,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import tomli_w
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
 from clearbench.atomic import write_atomic
 from clearbench.config import read_toml, user_card_dir
-from clearbench.errors import ClearbenchError, InputError
-from clearbench.settings import Settings, describe_validation_error
+from clearbench.errors import ClearbenchError
+from clearbench.settings import Settings, validate_settings
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -215,11 +215,7 @@ def parse_card(data: Mapping[str, Any], *, source: str = "builtin", path: Path |
     :class:`InputError` naming ``path`` when the card comes from a file, else a :class:`ClearbenchError` (a
     plugin's card table, a card written from Python), whose caller says where the card came from.
     """
-    try:
-        card = CardFile.model_validate(dict(data))
-    except ValidationError as exc:
-        reason = describe_validation_error(exc, CardFile)
-        raise (ClearbenchError(reason) if path is None else InputError(path, reason)) from None
+    card = validate_settings(CardFile, dict(data), path)
     return EncoderCard(
         name=card.name,
         family=card.family,

@@ -67,12 +67,12 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from pydantic import ValidationError, create_model
+from pydantic import create_model
 from torch import nn
 
 from clearbench.encoders.base import Encoder, Kind
 from clearbench.errors import ClearbenchError, MissingExtraError
-from clearbench.settings import Settings, describe_validation_error
+from clearbench.settings import Settings, validate_settings
 
 if TYPE_CHECKING:  # weights.py imports this module
     from clearbench.encoders.card import EncoderCard
@@ -182,12 +182,12 @@ class Family(ABC):
         a strict model still turns an integer given for a number into a float, which would change the params
         recorded in the provenance of a card that has not changed.
         """
-        checked = _validated(self.params_model, params, "params")
+        checked = validate_settings(self.params_model, dict(params), None, prefix=("params",))
         return {**checked.model_dump(), **params}
 
     def resolve_preprocessing(self, preprocessing: Mapping[str, Any]) -> dict[str, Any]:
         """The card's preprocessing over the family defaults; an unknown name is refused as in ``resolve_params``."""
-        _validated(self._preprocessing_model, preprocessing, "preprocessing")
+        validate_settings(self._preprocessing_model, dict(preprocessing), None, prefix=("preprocessing",))
         return {**self.default_preprocessing, **preprocessing}
 
     def output_dim(self, params: Mapping[str, Any]) -> int | None:
@@ -284,14 +284,6 @@ class Family(ABC):
         The default is the module's own state dict: pretraining trains the module ``build`` made, so that is
         the layout by construction. Override it when the trained module and the loaded one differ."""
         return {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
-
-
-def _validated(model: type[Settings], table: Mapping[str, Any], where: str) -> Settings:
-    """``table`` (a card's ``[params]`` or ``[preprocessing]``) read into ``model``, or one line saying why not."""
-    try:
-        return model.model_validate(dict(table))
-    except ValidationError as exc:
-        raise ClearbenchError(describe_validation_error(exc, model, prefix=(where,))) from None
 
 
 def _keys_model(name: str, defaults: Mapping[str, Any]) -> type[Settings]:
