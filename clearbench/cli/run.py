@@ -30,15 +30,15 @@ def training_option(setting: str, flags: str) -> typer.models.OptionInfo:
     """The option that overrides one of the task card's training settings: its help and lower bound are the
     setting's own (:class:`~clearbench.tasks.card.TrainingSpec`), so they cannot drift from what a card accepts.
 
-    Its default is None, the card's value; ``--lr 0`` passes the flag's inclusive bound and is refused as the card
-    would refuse it (a rate must be positive)."""
+    Its default is None, the card's value. typer's bounds are inclusive: a strict bound (``lr > 0``) is given
+    as its inclusive form and said in the help, and the value itself is refused as the card would refuse it."""
     field = TrainingSpec.model_fields[setting]
-    lower = next((getattr(m, "ge", getattr(m, "gt", None)) for m in field.metadata), None)
+    inclusive = next((m.ge for m in field.metadata if hasattr(m, "ge")), None)
+    strict = next((m.gt for m in field.metadata if hasattr(m, "gt")), None)
     paper = PAPER_TRAINING.get(setting)
-    help_text = f"{field.description} Default: the task card's" + (
-        f"; the paper's: {paper}." if paper is not None else "."
-    )
-    return typer.Option(flags, min=lower, help=help_text)
+    help_text = (field.description or "") + (f" Must be > {strict}." if strict is not None else "")
+    help_text += " Default: the task card's" + (f"; the paper's: {paper}." if paper is not None else ".")
+    return typer.Option(flags, min=inclusive if strict is None else strict, help=help_text)
 
 
 RESPLIT_HELP = (
